@@ -1,0 +1,43 @@
+# Two commands do everything: `make run` and `make test` (see README).
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.requirements-installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint bench venv serve
+
+venv: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when requirements.txt changed since the last install.
+$(STAMP): requirements.txt | $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt 2>&1 \
+		| grep -v "is ignored: it is neither a file nor a directory" || true
+	$(PY) -m pip check >/dev/null || { $(PY) -m pip check; exit 1; }
+	touch $@
+
+run: $(STAMP)
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py load_demo --skip-checks
+	$(PY) manage.py ensure_admin --skip-checks
+	@echo "Serving on http://$(HOST):$(PORT)/ (demo: /demo/, admin: /admin/)"
+	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) chatbot.asgi:application
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) manage.py makemigrations --check --dry-run >/dev/null || { echo "Missing migrations: run manage.py makemigrations"; exit 1; }
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# Benchmarks print figures (never assertions): every bench/bench_*.py in turn.
+bench: $(STAMP)
+	@for script in bench/bench_*.py; do echo "=== $$script"; $(PY) $$script || exit 1; done

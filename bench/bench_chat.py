@@ -1,0 +1,289 @@
+"""Live chat under load: daphne and the fake LLM run as their own processes; this process
+is the client, over real websockets.
+
+1. 100 concurrent conversations, each asking a question the knowledge base can't answer,
+   with the fake LLM streaming 40 deltas 10 ms apart. Stream efficiency = the fake's own
+   stream duration (measured by calling it directly, same concurrency) / the duration the
+   visitor sees (message sent -> reply.end); added time to first token versus the direct
+   call (first reply.delta vs first SSE chunk).
+2. Knowledge-base answers with 50 concurrent visitors: latency message -> reply.end, and
+   answers per second.
+3. Memory per idle connection: daphne's resident memory before and after 1,000 websockets
+   have said hello and sit idle.
+
+Run: .venv/bin/python bench/bench_chat.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import httpx
+import websockets
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+KB_QUESTIONS = [
+    "Where is my order?",
+    "How do I track my parcel?",
+    "Can I pay with Alipay?",
+    "How do I return an item?",
+    "How long does delivery take?",
+    "Do you ship internationally?",
+    "How do I reset my password?",
+    "Can I get an invoice?",
+    "我的快递到哪了",
+    "能开发票吗",
+    "怎么退货",
+    "忘记密码怎么办",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def wait_http(url: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Servers:
+    def __init__(self) -> None:
+        self.tmp = tempfile.mkdtemp(prefix="bench-chat-")
+        self.fake_port, self.port = free_port(), free_port()
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": f"sqlite:///{self.tmp}/chat.sqlite3",
+            "DEBUG": "0",
+            "SECRET_KEY": "bench-" + "x" * 40,
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "LLM_PROVIDER": "openai",
+            "LLM_BASE_URL": f"http://127.0.0.1:{self.fake_port}/v1",
+            "LLM_API_KEY": "bench",
+            "LLM_MODEL": "fake",
+            "LOG_LEVEL": "warning",
+            "HF_HUB_OFFLINE": "1",
+            "CHAT_RATE_VISITOR": os.environ.get("CHAT_RATE_VISITOR", "100000/60"),
+            "CHAT_RATE_IP": os.environ.get("CHAT_RATE_IP", "1000000/60"),
+        }
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def manage(self, *args: str) -> str:
+        out = subprocess.run(
+            [PY, "manage.py", *args, "--skip-checks"],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout
+
+    def start(self) -> str:
+        self.manage("migrate", "--noinput")
+        key = self.manage("load_demo").split("public key ")[1].split(")")[0]
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    PY,
+                    "manage.py",
+                    "fake_llm",
+                    "--port",
+                    str(self.fake_port),
+                    "--tokens",
+                    "40",
+                    "--delay-ms",
+                    "10",
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        self.daphne = subprocess.Popen(
+            [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "chatbot.asgi:application"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.procs.append(self.daphne)
+        wait_http(f"http://127.0.0.1:{self.fake_port}/health")
+        wait_http(f"http://127.0.0.1:{self.port}/healthz")
+        return key
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            proc.wait(timeout=10)
+
+
+async def direct_streams(port: int, n: int) -> tuple[list[float], list[float]]:
+    """The fake called directly: time to first chunk and whole-stream time, n at once."""
+    body = {"model": "fake", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    limits = httpx.Limits(max_connections=n)
+
+    async def one(client: httpx.AsyncClient) -> tuple[float, float]:
+        started = time.perf_counter()
+        first = None
+        async with client.stream("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json=body) as resp:
+            async for chunk in resp.aiter_bytes():
+                if first is None and b"content" in chunk:
+                    first = time.perf_counter() - started
+        return first or 0.0, time.perf_counter() - started
+
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        results = await asyncio.gather(*(one(client) for _ in range(n)))
+    return [r[0] * 1000 for r in results], [r[1] * 1000 for r in results]
+
+
+async def hello(url: str) -> websockets.ClientConnection:
+    ws = await websockets.connect(url, max_size=2**22, origin=None, open_timeout=60)
+    await ws.send(json.dumps({"type": "hello", "visitor": None, "page": "http://bench/", "lang": "en"}))
+    while json.loads(await ws.recv())["type"] != "welcome":
+        pass
+    return ws
+
+
+async def ask(ws: websockets.ClientConnection, text: str) -> tuple[float, float, str]:
+    """Send one message; (ms to first reply.delta, ms to reply.end, source)."""
+    started = time.perf_counter()
+    first = None
+    await ws.send(json.dumps({"type": "message", "text": text, "client_id": str(time.time_ns())}))
+    while True:
+        frame = json.loads(await ws.recv())
+        if frame["type"] == "reply.delta" and first is None:
+            first = time.perf_counter() - started
+        elif frame["type"] == "reply.end":
+            end = time.perf_counter() - started
+            return (first or end) * 1000, end * 1000, frame["source"]
+        elif frame["type"] == "error":
+            raise RuntimeError(frame)
+
+
+async def llm_conversations(url: str, fake_port: int, n: int = 100) -> None:
+    direct_ttft, direct_total = await direct_streams(fake_port, n)
+    sockets = await asyncio.gather(*(hello(url) for _ in range(n)))
+    results = await asyncio.gather(
+        *(ask(ws, f"Tell me a story about ships, number {i}") for i, ws in enumerate(sockets))
+    )
+    await asyncio.gather(*(ws.close() for ws in sockets))
+    sources = {r[2] for r in results}
+    fake_stream = statistics.median(direct_total)
+    efficiency = [fake_stream / r[1] for r in results]
+    added = [r[0] - statistics.median(direct_ttft) for r in results]
+    print(f"{n} concurrent LLM conversations (sources {sorted(sources)}):")
+    print(
+        f"  fake called directly: first chunk median {statistics.median(direct_ttft):.1f} ms, "
+        f"whole stream median {fake_stream:.0f} ms"
+    )
+    print(
+        f"  visitor saw: first delta median {statistics.median(r[0] for r in results):.1f} ms, "
+        f"reply.end median {statistics.median(r[1] for r in results):.0f} ms"
+    )
+    print(
+        f"  stream efficiency median {statistics.median(efficiency):.3f}, 5th percentile "
+        f"{pct(efficiency, 0.05):.3f} (target >= 0.95 median)"
+    )
+    print(
+        f"  added time to first token median {statistics.median(added):.1f} ms, "
+        f"p95 {pct(added, 0.95):.1f} ms (target <= 30 ms median)"
+    )
+
+
+async def kb_answers(url: str, visitors: int = 50, each: int = 10) -> None:
+    sockets = await asyncio.gather(*(hello(url) for _ in range(visitors)))
+    for ws in sockets[:5]:
+        await ask(ws, KB_QUESTIONS[0])  # warm up
+
+    async def visitor(i: int, ws: websockets.ClientConnection) -> list[tuple[float, float, str]]:
+        return [await ask(ws, KB_QUESTIONS[(i + k) % len(KB_QUESTIONS)]) for k in range(each)]
+
+    started = time.perf_counter()
+    batches = await asyncio.gather(*(visitor(i, ws) for i, ws in enumerate(sockets)))
+    wall = time.perf_counter() - started
+    await asyncio.gather(*(ws.close() for ws in sockets))
+    results = [r for batch in batches for r in batch]
+    latency = [r[1] for r in results]
+    kb = sum(r[2] == "knowledge" for r in results)
+    print(
+        f"knowledge-base answers, {visitors} concurrent visitors x {each} questions ({kb}/{len(results)} "
+        f"answered from the knowledge base):"
+    )
+    print(
+        f"  latency message -> reply.end median {statistics.median(latency):.1f} ms, "
+        f"p95 {pct(latency, 0.95):.1f} ms (target <= 30 ms median); "
+        f"{len(results) / wall:.0f} answers/s (target >= 150)"
+    )
+
+
+async def idle_memory(url: str, pid: int, n: int = 1000) -> None:
+    await asyncio.sleep(1)
+    before = rss_kb(pid)
+    sockets = []
+    for start in range(0, n, 100):
+        sockets += await asyncio.gather(*(hello(url) for _ in range(min(100, n - start))))
+    await asyncio.sleep(2)
+    after = rss_kb(pid)
+    print(
+        f"{n} idle websockets: daphne RSS {before / 1024:.0f} MB -> {after / 1024:.0f} MB, "
+        f"{(after - before) / n:.1f} KB per connection (target <= 50 KB)"
+    )
+    await asyncio.gather(*(ws.close() for ws in sockets))
+
+
+def main() -> None:
+    servers = Servers()
+    try:
+        key = servers.start()
+        url = f"ws://127.0.0.1:{servers.port}/ws/chat/{key}/"
+
+        async def run() -> None:
+            ws = await hello(url)
+            await ask(ws, "warm up the language model path")
+            await ask(ws, KB_QUESTIONS[0])
+            await ws.close()
+            await llm_conversations(url, servers.fake_port)
+            await kb_answers(url)
+            await idle_memory(url, servers.daphne.pid)
+
+        asyncio.run(run())
+    finally:
+        servers.stop()
+
+
+if __name__ == "__main__":
+    main()

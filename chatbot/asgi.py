@@ -1,0 +1,26 @@
+"""ASGI entry point, served by daphne: HTTP through Django, websockets through Channels."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatbot.settings")
+# Set up Django (apps, models) before importing anything that touches the ORM.
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from chatbot.routing import websocket_urlpatterns  # noqa: E402
+
+if settings.EMBEDDING_PRELOAD:
+    from knowledge.embeddings import preload
+
+    preload()  # in the background: the server answers at once, the model is ready soon after
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": URLRouter(websocket_urlpatterns),
+    }
+)

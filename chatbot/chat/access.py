@@ -1,0 +1,45 @@
+"""Who may open a chat: a known, active bot, embedded on one of its allowed origins."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from chatbot import closecodes
+from chatbot.models import Bot
+from chatbot.selectors import bot_by_public_key
+
+
+def header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def origin_allowed(*, origin: str | None, host: str | None, allowed: Iterable[str]) -> bool:
+    """A browser always sends ``Origin`` with a websocket handshake; a client that sends
+    none is not a page that embeds the widget, and the bot's key is public anyway."""
+    if origin is None:
+        return True
+    origin = origin.strip().rstrip("/").lower()
+    if origin in {o.rstrip("/").lower() for o in allowed}:
+        return True
+    # The server's own pages (the demo shop, the admin's try-out) are always allowed.
+    parts = urlsplit(origin)
+    return bool(host) and parts.scheme in ("http", "https") and parts.netloc == host.strip().lower()
+
+
+def bot_admit(*, key: str, headers: Iterable[tuple[bytes, bytes]]) -> tuple[Bot | None, int | None]:
+    """The bot a connection is for, or the close code that refuses it."""
+    headers = list(headers)
+    bot = bot_by_public_key(key)
+    if bot is None:
+        return None, closecodes.UNKNOWN_BOT
+    if not bot.is_active:
+        return None, closecodes.BOT_INACTIVE
+    if not origin_allowed(
+        origin=header(headers, b"origin"), host=header(headers, b"host"), allowed=bot.allowed_origins
+    ):
+        return None, closecodes.ORIGIN_NOT_ALLOWED
+    return bot, None

@@ -1,0 +1,141 @@
+"""Relay one reply from the pipeline (``chatbot.replying.reply_stream``) to the websocket.
+
+The connection that sent the message gets every frame directly, so the streaming path has
+no channel-layer hop; the conversation's other connections (the visitor's other tabs) get
+the same frames through the conversation's channel-layer group. Replies of one
+conversation run one at a time in this process (``conversation_lock``): a second tab's
+message waits for the first reply to end instead of interleaving with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.db import aclose_old_connections
+from django.utils import timezone
+
+from chatbot.chat import frames
+from chatbot.models import Message
+from chatbot.replying import NO_LLM, ReplyDelta, ReplyEnd, ReplyEvent, ReplyStart, reply_stream
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+def conversation_lock(conversation_id: int) -> asyncio.Lock:
+    # Weak values: a lock lives only while a reply holds it or waits for it.
+    lock = _locks.get(conversation_id)
+    if lock is None:
+        lock = _locks[conversation_id] = asyncio.Lock()
+    return lock
+
+
+@dataclass
+class _Reply:
+    client_id: str | None
+    to_self: Send
+    to_others: Send
+    reply_id: int | None = None
+    source: str = ""
+    parts: list[str] = field(default_factory=list)
+
+    async def both(self, frame: dict[str, Any]) -> None:
+        await self.to_self(frame)
+        await self.to_others(frame)
+
+
+async def reply_relay(
+    *, conversation_id: int, text: str, client_id: str | None, to_self: Send, to_others: Send
+) -> None:
+    """Store and answer one visitor message, sending ``ack``, ``reply.start``,
+    ``reply.delta``s and ``reply.end`` (and an ``error`` when the LLM failed)."""
+    reply = _Reply(client_id, to_self, to_others)
+    try:
+        stream = reply_stream(conversation_id=conversation_id, text=text)
+        async with conversation_lock(conversation_id), aclosing(stream) as events:
+            async for event in events:
+                await _relay(reply, event, text)
+    except asyncio.CancelledError:
+        # The sender left mid-reply: what was said is kept (as partial), and the other tabs
+        # must not wait for an end that would never come.
+        if reply.source:
+            status = Message.Status.PARTIAL if reply.source == Message.Source.LLM else Message.Status.COMPLETE
+            await to_others(_end(reply, "".join(reply.parts), status))
+        raise
+    except Exception:
+        log.exception("reply failed in conversation %s", conversation_id)
+        if reply.source:
+            await reply.both(_end(reply, "".join(reply.parts), Message.Status.FAILED))
+        await to_self(frames.error(frames.SERVER_ERROR, "Something went wrong on our side.", client_id))
+    finally:
+        await aclose_old_connections()  # the pipeline's database connection, released per reply
+
+
+async def _relay(reply: _Reply, event: ReplyEvent, text: str) -> None:
+    if isinstance(event, ReplyStart):
+        reply.reply_id = event.reply_id
+        await reply.to_self({"type": "ack", "client_id": reply.client_id, "id": event.visitor_message_id})
+        await reply.to_others(_visitor_echo(event.visitor_message_id, text))
+    elif isinstance(event, ReplyDelta):
+        if not reply.source:
+            await _start(reply, event.source or Message.Source.LLM)
+        reply.parts.append(event.text)
+        await reply.both({"type": "reply.delta", "id": reply.reply_id, "text": event.text})
+    elif isinstance(event, ReplyEnd) and event.message_id is not None:  # None: an agent has it
+        if not reply.source:  # an end without deltas: still one reply.start and one delta
+            await _start(reply, event.source)
+            if event.text:
+                await reply.both({"type": "reply.delta", "id": reply.reply_id, "text": event.text})
+        if reply.reply_id is None:
+            reply.reply_id = event.message_id
+        await reply.both(_end(reply, event.text, event.status, event))
+        problem = _llm_problem(event)
+        if problem:
+            await reply.to_self(frames.error(frames.LLM_UNAVAILABLE, problem, reply.client_id))
+
+
+async def _start(reply: _Reply, source: str) -> None:
+    reply.source = source
+    await reply.both({"type": "reply.start", "id": reply.reply_id, "source": source})
+
+
+def _end(reply: _Reply, text: str, status: str, event: ReplyEnd | None = None) -> dict[str, Any]:
+    return {
+        "type": "reply.end",
+        "id": reply.reply_id,
+        "text": text,
+        "source": event.source if event else reply.source,
+        "status": status,
+        "entry_id": event.entry_id if event else None,
+        "score": event.score if event else None,
+    }
+
+
+def _llm_problem(end: ReplyEnd) -> str:
+    """Why the visitor should know the model failed ("" when it didn't)."""
+    if end.status == Message.Status.PARTIAL:
+        return "The assistant's answer was cut off."
+    if end.source == Message.Source.FALLBACK and end.error and end.error != NO_LLM:
+        return "The assistant is unavailable right now."
+    return ""
+
+
+def _visitor_echo(message_id: int, text: str) -> dict[str, Any]:
+    return {
+        "type": "message",
+        "id": message_id,
+        "role": Message.Role.VISITOR,
+        "text": text,
+        "source": "",
+        "status": Message.Status.COMPLETE,
+        "created": timezone.now().isoformat(),
+    }

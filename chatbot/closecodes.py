@@ -1,0 +1,20 @@
+"""Websocket close codes of the chat endpoint (4000-4999: the application's own range).
+
+The server accepts the connection and then closes it with one of these, so that a browser
+client sees the code (a refused handshake only shows 1006). A client should not reconnect
+after any of them: retrying cannot help.
+"""
+
+from __future__ import annotations
+
+UNKNOWN_BOT = 4001  # no bot has this public key
+ORIGIN_NOT_ALLOWED = 4003  # the page's origin is not among the bot's allowed origins
+BOT_INACTIVE = 4004  # the bot exists but is switched off
+FRAME_TOO_LARGE = 4008  # a frame was larger than CHAT_MAX_FRAME_BYTES
+
+REASONS: dict[int, str] = {
+    UNKNOWN_BOT: "unknown bot",
+    ORIGIN_NOT_ALLOWED: "origin not allowed",
+    BOT_INACTIVE: "bot inactive",
+    FRAME_TOO_LARGE: "frame too large",
+}

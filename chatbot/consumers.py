@@ -1,0 +1,240 @@
+"""The chat websocket, ``ws://HOST/ws/chat/<bot public key>/`` (README "The chat protocol").
+
+Each frame is parsed (``chatbot.chat.frames``), handed to one service, and answered.
+Replies run on one worker task per connection: a message that arrives during a reply waits
+in the connection's queue instead of interleaving with it. The ORM is only reached through
+``database_sync_to_async`` and the reply pipeline's own thread hops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from chatbot import closecodes, ratelimit
+from chatbot.chat import access, frames
+from chatbot.chat.frames import FrameError
+from chatbot.chat.relay import reply_relay
+from chatbot.models import Bot
+from chatbot.selectors import conversation_history
+from chatbot.services import (
+    conversation_current,
+    conversation_followup_request,
+    feedback_save,
+    visitor_resume_or_create,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Session:
+    """Who this connection speaks for, fixed by its first ``hello``."""
+
+    visitor_uid: uuid.UUID
+    token: str
+    conversation_id: int
+    lang: str
+
+    @property
+    def group(self) -> str:
+        return f"conversation.{self.conversation_id}"
+
+
+def session_welcome(
+    *, bot: Bot, hello: frames.Hello, user_agent: str, session: Session | None
+) -> tuple[Session, dict[str, Any]]:
+    """The session (resumed or new visitor, current conversation) and its ``welcome`` frame.
+    A repeated hello keeps the connection's visitor and conversation."""
+    if session is None:
+        visitor, token = visitor_resume_or_create(
+            bot=bot, token=hello.visitor, language=hello.lang, page_url=hello.page, user_agent=user_agent
+        )
+        conversation = conversation_current(visitor=visitor)
+        session = Session(visitor.uid, token, conversation.pk, hello.lang)
+    elif hello.lang:
+        session.lang = hello.lang
+    history = conversation_history(
+        conversation_id=session.conversation_id, limit=settings.CHAT_HISTORY_MESSAGES, after=hello.after
+    )
+    return session, {
+        "type": "welcome",
+        "visitor": session.token,
+        "conversation": session.conversation_id,
+        "messages": [frames.message_item(m) for m in history],
+        "greeting": bot.greeting,
+        "name": bot.name,
+        "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+    }
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    bot: Bot | None = None
+    session: Session | None = None
+    worker: asyncio.Task[None] | None = None
+    pending = 0  # messages accepted and not yet answered, the one being answered included
+
+    async def connect(self) -> None:
+        self.queue: asyncio.Queue[frames.Say] = asyncio.Queue()
+        key = self.scope["url_route"]["kwargs"]["key"]
+        bot, refusal = await database_sync_to_async(access.bot_admit)(key=key, headers=self.scope["headers"])
+        # Accept, then close: a browser sees the close code only on an accepted socket.
+        await self.accept()
+        if refusal is not None:
+            await self.close(code=refusal, reason=closecodes.REASONS[refusal])
+            return
+        self.bot = bot
+
+    async def disconnect(self, code: int) -> None:
+        self.bot = None
+        if self.worker is not None:
+            self.worker.cancel()  # a reply in progress keeps its text so far, marked partial
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.worker
+        if self.session is not None:
+            await self.channel_layer.group_discard(self.session.group, self.channel_name)
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels releases database connections before every handler; a frame relayed to
+        # another tab (every delta) needs no database, so it skips that thread hop.
+        if message["type"] == "chat.frame":
+            await self.chat_frame(message)
+        else:
+            await super().dispatch(message)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.bot is None:  # refused or closing
+            return
+        raw = text_data if text_data is not None else bytes_data or b""
+        limit = settings.CHAT_MAX_FRAME_BYTES
+        if len(raw) > limit or (isinstance(raw, str) and len(raw.encode()) > limit):
+            self.bot = None
+            await self.close(
+                code=closecodes.FRAME_TOO_LARGE, reason=closecodes.REASONS[closecodes.FRAME_TOO_LARGE]
+            )
+            return
+        try:
+            if text_data is None:
+                raise FrameError(frames.BAD_JSON, "Frames must be JSON text, not binary.")
+            frame = frames.frame_parse(text_data, max_chars=settings.CHAT_MAX_MESSAGE_CHARS)
+            if self.session is None and not isinstance(frame, frames.BEFORE_HELLO):
+                raise FrameError(frames.NOT_READY, "Send hello first.", getattr(frame, "client_id", None))
+            await self.handle(frame)
+        except FrameError as err:
+            await self.send_frame(err.frame())
+
+    async def handle(self, frame: frames.ClientFrame) -> None:
+        if isinstance(frame, frames.Hello):
+            await self.hello(frame)
+        elif isinstance(frame, frames.Say):
+            await self.say(frame)
+        elif isinstance(frame, frames.Rate):
+            await self.rate(frame)
+        elif isinstance(frame, frames.Handoff):
+            await self.handoff()
+        else:
+            await self.send_frame({"type": "pong"})
+
+    async def hello(self, hello: frames.Hello) -> None:
+        assert self.bot is not None
+        first = self.session is None
+        self.session, welcome = await database_sync_to_async(session_welcome)(
+            bot=self.bot,
+            hello=hello,
+            user_agent=access.header(self.scope["headers"], b"user-agent") or "",
+            session=self.session,
+        )
+        if first:
+            await self.channel_layer.group_add(self.session.group, self.channel_name)
+        await self.send_frame(welcome)
+
+    async def say(self, say: frames.Say) -> None:
+        if self.pending > settings.CHAT_QUEUE_MAX:
+            raise FrameError(frames.BUSY, "Please wait for the answer before sending more.", say.client_id)
+        wait = await ratelimit.atake(self.buckets())
+        if wait > 0:
+            await self.send_frame(
+                frames.error(
+                    frames.RATE_LIMITED,
+                    "You are sending messages too quickly.",
+                    say.client_id,
+                    retry_after=ratelimit.retry_after_seconds(wait),
+                )
+            )
+            return
+        self.pending += 1
+        self.queue.put_nowait(say)
+        if self.worker is None:
+            self.worker = asyncio.create_task(self.work())
+
+    async def work(self) -> None:
+        assert self.session is not None
+        while True:
+            say = await self.queue.get()
+            try:
+                await reply_relay(
+                    conversation_id=self.session.conversation_id,
+                    text=say.text,
+                    client_id=say.client_id,
+                    to_self=self.send_frame,
+                    to_others=self.broadcast,
+                )
+            except Exception:  # e.g. the socket went away while an error was being sent
+                log.exception("chat worker of conversation %s", self.session.conversation_id)
+            finally:
+                self.pending -= 1
+
+    async def rate(self, rate: frames.Rate) -> None:
+        assert self.session is not None
+        saved = await database_sync_to_async(feedback_save)(
+            conversation_id=self.session.conversation_id,
+            message_id=rate.reply_id,
+            rating=rate.rating,
+            comment=rate.comment,
+        )
+        if saved is None:
+            raise FrameError(frames.NOT_FOUND, "There is no such reply in this conversation.")
+        await self.send_frame({"type": "feedback.saved", "id": rate.reply_id})
+
+    async def handoff(self) -> None:
+        assert self.session is not None
+        await database_sync_to_async(conversation_followup_request)(
+            conversation_id=self.session.conversation_id
+        )
+        await self.send_frame(
+            {"type": "handoff.requested", "message": frames.handoff_text(self.session.lang)}
+        )
+
+    def buckets(self) -> list[ratelimit.Bucket]:
+        assert self.session is not None
+        buckets = []
+        if settings.CHAT_RATE_VISITOR:
+            buckets.append(
+                ratelimit.Bucket(f"visitor:{self.session.visitor_uid}", settings.CHAT_RATE_VISITOR)
+            )
+        client = self.scope.get("client")
+        if settings.CHAT_RATE_IP and client and client[0]:
+            buckets.append(ratelimit.Bucket(f"ip:{client[0]}", settings.CHAT_RATE_IP))
+        return buckets
+
+    async def send_frame(self, frame: dict[str, Any]) -> None:
+        await self.send(text_data=frames.encode(frame))
+
+    async def broadcast(self, frame: dict[str, Any]) -> None:
+        """To the conversation's other connections (the visitor's other tabs)."""
+        assert self.session is not None
+        await self.channel_layer.group_send(
+            self.session.group, {"type": "chat.frame", "frame": frame, "sender": self.channel_name}
+        )
+
+    async def chat_frame(self, event: dict[str, Any]) -> None:
+        if event["sender"] != self.channel_name and self.bot is not None:
+            await self.send_frame(event["frame"])

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from chatbot.models import Bot
+from chatbot.selectors import DEMO_BOT_NAME, demo_bot
+from knowledge.services import entries_embed, entry_upsert
+
+DEMO_KB = Path(__file__).resolve().parents[2] / "demo" / "shop_kb.json"
+DEMO_ORIGINS = ["http://127.0.0.1:8000", "http://localhost:8000"]
+
+
+class Command(BaseCommand):
+    help = "Create (or refresh) the demo shop bot and its knowledge base. Safe to run again."
+
+    @transaction.atomic
+    def handle(self, *args: Any, **options: Any) -> None:
+        bot = demo_bot()
+        if bot is None:
+            bot = Bot.objects.create(
+                name=DEMO_BOT_NAME,
+                allowed_origins=DEMO_ORIGINS,
+                greeting="Hi! I'm the shop assistant. Ask me about orders, shipping, returns or payment. "
+                "你好！有关订单、配送、退货或支付的问题都可以问我。",
+                system_prompt=(
+                    "You are the customer-service assistant of a small online home-goods shop. "
+                    "Answer briefly and kindly, in the visitor's language. If you are not sure, "
+                    "say so and offer to connect the visitor with a person."
+                ),
+            )
+        created = updated = 0
+        for item in json.loads(DEMO_KB.read_text(encoding="utf-8")):
+            _, was_created = entry_upsert(
+                bot=bot,
+                external_id=item["id"],
+                question=item["question"],
+                answer=item["answer"],
+                alternatives=item.get("alternatives", []),
+                tags=[*item.get("tags", []), item.get("lang", "")],
+            )
+            created += was_created
+            updated += not was_created
+        embedded = entries_embed(bot=bot)
+        self.stdout.write(
+            f"Demo bot {bot.name!r} (public key {bot.public_key}): {embedded} phrasings embedded, "
+            f"{created} entries created, {updated} refreshed."
+        )

@@ -1,0 +1,406 @@
+"""The reply pipeline, shared by the website (websocket consumer) and ``manage.py chat``.
+
+``reply_stream`` stores the visitor's message first, then answers from the knowledge base
+when it is sure, otherwise streams from the LLM (with the best entries as references when
+the match decision is "reference"), otherwise sends the bot's fallback reply and flags the
+conversation for follow-up. It yields events: one ``ReplyStart``, ``ReplyDelta``s, one
+``ReplyEnd``. ORM access runs in ``sync_to_async`` helpers, never on the event loop.
+
+The reply's row is reserved together with the visitor's message (empty, status ``failed``
+until the reply is stored into it), so a client can name the reply from its first word; a
+reply abandoned before any text removes it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from asgiref.sync import sync_to_async
+from django.db import transaction
+from django.utils import timezone
+
+from chatbot.llm import ChatResult, Delta, LLMError, complete, is_configured, stream_chat
+from chatbot.models import Bot, Conversation, Message
+from chatbot.prompting import Turn, build_prompt, context_budget, split_for_summary, summary_request
+from chatbot.services import conversation_set_status
+
+log = logging.getLogger(__name__)
+
+MAX_QUESTION_LENGTH = 4000
+HISTORY_LIMIT = 200  # newest uncovered messages read per reply; the token budget trims further
+MAX_REFERENCES = 3
+CONTEXT_ROLES = (Message.Role.VISITOR, Message.Role.BOT, Message.Role.AGENT)
+DEFAULT_FALLBACK = "Sorry, I can't answer that right now. Would you like to talk to a person?"
+NO_LLM = "no LLM is configured"  # ReplyEnd.error of a fallback sent because there is no LLM at all
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyStart:
+    type: ClassVar[str] = "start"
+    visitor_message_id: int
+    #: The id the reply will be stored under; None when the bot stays silent.
+    reply_id: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyDelta:
+    type: ClassVar[str] = "delta"
+    text: str
+    #: knowledge, llm or fallback: lets a client label the reply from its first piece.
+    source: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyEnd:
+    """The stored reply. ``message_id`` is None when an agent has the conversation (the bot
+    stays silent). ``result`` has the LLM's usage and timings when the LLM replied."""
+
+    type: ClassVar[str] = "end"
+    message_id: int | None
+    text: str
+    source: str
+    status: str
+    score: float | None = None
+    result: ChatResult | None = None
+    #: Why the LLM was not used or failed, for logs and the terminal; never for the visitor.
+    error: str = ""
+    #: The knowledge-base entry answered with, or the LLM's best reference.
+    entry_id: int | None = field(default=None, compare=False)
+
+
+ReplyEvent = ReplyStart | ReplyDelta | ReplyEnd
+
+
+@dataclass
+class _Context:
+    bot: Bot
+    conversation_id: int
+    status: str
+    visitor_message_id: int
+    reply_id: int | None
+    summary: str
+    history: list[Turn]
+    history_truncated: bool
+
+
+async def reply_stream(*, conversation_id: int, text: str) -> AsyncIterator[ReplyEvent]:
+    text = text.strip()
+    if not text:
+        raise ValueError("The message is empty.")
+    if len(text) > MAX_QUESTION_LENGTH:
+        raise ValueError(f"The message is longer than {MAX_QUESTION_LENGTH} characters.")
+    ctx = await sync_to_async(_visitor_message_store)(conversation_id, text)
+    yield ReplyStart(visitor_message_id=ctx.visitor_message_id, reply_id=ctx.reply_id)
+    if ctx.status == Conversation.Status.WITH_AGENT:
+        yield ReplyEnd(message_id=None, text="", source="", status="")
+        return
+    try:
+        async with aclosing(_reply(ctx, text)) as events:
+            async for event in events:
+                yield event
+    except BaseException:
+        await _placeholder_discard(ctx.reply_id)
+        raise
+
+
+async def _reply(ctx: _Context, text: str) -> AsyncIterator[ReplyEvent]:
+    match = await kb_match(ctx.bot, text)
+    decision = match.decision if match is not None else "none"
+    candidates = list(match.candidates) if match is not None else []
+    if decision == "answer" and candidates:
+        best = candidates[0]
+        message_id = await sync_to_async(_reply_store)(
+            ctx.conversation_id,
+            reply_id=ctx.reply_id,
+            text=best.answer,
+            source=Message.Source.KNOWLEDGE,
+            matched_entry_id=best.entry_id,
+            score=best.score,
+        )
+        yield ReplyDelta(best.answer, source=Message.Source.KNOWLEDGE)
+        yield ReplyEnd(
+            message_id,
+            best.answer,
+            Message.Source.KNOWLEDGE,
+            Message.Status.COMPLETE,
+            best.score,
+            entry_id=best.entry_id,
+        )
+        return
+    references = []
+    if decision == "reference":
+        threshold = ctx.bot.reference_threshold
+        references = [c for c in candidates if c.score >= threshold][:MAX_REFERENCES] or candidates[:1]
+    if not is_configured(ctx.bot):
+        async for event in _fallback(ctx, NO_LLM):
+            yield event
+        return
+    async with aclosing(_llm_reply(ctx, text, references)) as events:
+        async for event in events:
+            yield event
+
+
+async def kb_match(bot: Bot, text: str) -> Any:
+    """The knowledge base's verdict (``knowledge.matching.amatch``); None when it failed."""
+    from knowledge.matching import amatch  # the knowledge app loads its index lazily
+
+    try:
+        return await amatch(bot, text)
+    except Exception:
+        # A broken index must not cost the visitor their answer: the LLM still replies.
+        log.exception("knowledge-base match failed for bot %s", bot.pk)
+        return None
+
+
+async def _llm_reply(ctx: _Context, question: str, references: list[Any]) -> AsyncIterator[ReplyEvent]:
+    prompt = build_prompt(
+        bot=ctx.bot, question=question, history=ctx.history, summary=ctx.summary, references=references
+    )
+    # The best reference is kept with the reply: which entries the LLM leaned on, and how close.
+    entry_id, score = (references[0].entry_id, references[0].score) if references else (None, None)
+    parts: list[str] = []
+    result: ChatResult | None = None
+    try:
+        async with aclosing(stream_chat(prompt.request)) as items:
+            async for item in items:
+                if isinstance(item, Delta):
+                    parts.append(item.text)
+                    yield ReplyDelta(item.text, source=Message.Source.LLM)
+                else:
+                    result = item
+    except LLMError as err:
+        if not (err.partial_text or parts):
+            async for event in _fallback(ctx, f"{type(err).__name__}: {err}"):
+                yield event
+            return
+        yield await _partial_store(ctx, err, "".join(parts), entry_id=entry_id, score=score)
+        return
+    except (asyncio.CancelledError, GeneratorExit):
+        if parts:  # the visitor left mid-reply: keep what they saw in the transcript
+            store = sync_to_async(_reply_store)(
+                ctx.conversation_id,
+                reply_id=ctx.reply_id,
+                text="".join(parts),
+                source=Message.Source.LLM,
+                status=Message.Status.PARTIAL,
+            )
+            await asyncio.shield(store)
+        raise
+    if result is None or not result.text.strip():
+        async for event in _fallback(ctx, "the LLM sent an empty reply"):
+            yield event
+        return
+    message_id = await sync_to_async(_reply_store)(
+        ctx.conversation_id,
+        reply_id=ctx.reply_id,
+        text=result.text,
+        source=Message.Source.LLM,
+        matched_entry_id=entry_id,
+        score=score,
+        result=result,
+    )
+    if prompt.history_dropped or ctx.history_truncated:
+        summary_refresh_schedule(ctx.conversation_id)
+    yield ReplyEnd(
+        message_id, result.text, Message.Source.LLM, Message.Status.COMPLETE, score, result, entry_id=entry_id
+    )
+
+
+async def _partial_store(
+    ctx: _Context, err: LLMError, streamed: str, *, entry_id: int | None, score: float | None
+) -> ReplyEnd:
+    """The stream broke after some text: store what the visitor saw, marked partial."""
+    text = err.partial_text or streamed
+    log.warning("LLM reply broke after %d characters: %s", len(text), err)
+    message_id = await sync_to_async(_reply_store)(
+        ctx.conversation_id,
+        reply_id=ctx.reply_id,
+        text=text,
+        source=Message.Source.LLM,
+        status=Message.Status.PARTIAL,
+        matched_entry_id=entry_id,
+        score=score,
+        result=err.partial,
+    )
+    return ReplyEnd(
+        message_id,
+        text,
+        Message.Source.LLM,
+        Message.Status.PARTIAL,
+        score,
+        err.partial,
+        str(err),
+        entry_id=entry_id,
+    )
+
+
+async def _fallback(ctx: _Context, reason: str) -> AsyncIterator[ReplyEvent]:
+    log.info("fallback reply in conversation %s: %s", ctx.conversation_id, reason)
+    text = ctx.bot.fallback_reply.strip() or DEFAULT_FALLBACK
+    message_id = await sync_to_async(_reply_store)(
+        ctx.conversation_id,
+        reply_id=ctx.reply_id,
+        text=text,
+        source=Message.Source.FALLBACK,
+        needs_followup=True,
+    )
+    yield ReplyDelta(text, source=Message.Source.FALLBACK)
+    yield ReplyEnd(message_id, text, Message.Source.FALLBACK, Message.Status.COMPLETE, error=reason)
+
+
+def _visitor_message_store(conversation_id: int, text: str) -> _Context:
+    conversation = Conversation.objects.select_related("bot").get(pk=conversation_id)
+    if conversation.status == Conversation.Status.CLOSED:
+        conversation = conversation_set_status(conversation=conversation, status=Conversation.Status.OPEN)
+    with transaction.atomic():
+        message = Message.objects.create(
+            conversation_id=conversation_id, role=Message.Role.VISITOR, text=text
+        )
+        reply_id = None
+        if conversation.status != Conversation.Status.WITH_AGENT:
+            reply_id = Message.objects.create(
+                conversation_id=conversation_id,
+                role=Message.Role.BOT,
+                source=Message.Source.LLM,
+                status=Message.Status.FAILED,
+            ).pk
+        Conversation.objects.filter(pk=conversation_id).update(last_activity_at=message.created_at)
+    history, truncated = _history(conversation_id, after=conversation.summary_until, before=message.pk)
+    return _Context(
+        bot=conversation.bot,
+        conversation_id=conversation_id,
+        status=conversation.status,
+        visitor_message_id=message.pk,
+        reply_id=reply_id,
+        summary=conversation.summary,
+        history=history,
+        history_truncated=truncated,
+    )
+
+
+def _history(conversation_id: int, *, after: int | None, before: int) -> tuple[list[Turn], bool]:
+    """Turns not covered by the summary, oldest first, and whether older ones were left out."""
+    rows = Message.objects.filter(conversation_id=conversation_id, id__lt=before, role__in=CONTEXT_ROLES)
+    if after is not None:
+        rows = rows.filter(id__gt=after)
+    newest = list(rows.exclude(text="").order_by("-id").values_list("role", "text")[: HISTORY_LIMIT + 1])
+    return newest[:HISTORY_LIMIT][::-1], len(newest) > HISTORY_LIMIT
+
+
+def _reply_store(
+    conversation_id: int,
+    *,
+    reply_id: int | None = None,
+    text: str,
+    source: str,
+    status: str = Message.Status.COMPLETE,
+    matched_entry_id: int | None = None,
+    score: float | None = None,
+    result: ChatResult | None = None,
+    needs_followup: bool = False,
+) -> int:
+    usage: dict[str, Any] = {}
+    if result is not None:
+        usage = {
+            "llm_model": result.model,
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "tokens_estimated": result.tokens_estimated,
+            "cost": result.cost,
+            "ttft_ms": result.ttft_ms,
+            "total_ms": result.total_ms,
+        }
+    fields = {
+        "text": text,
+        "source": source,
+        "status": status,
+        "matched_entry_id": matched_entry_id,
+        "score": score,
+        **usage,
+    }
+    with transaction.atomic():
+        # Into the reserved row; a new one only if that row is gone (deleted by hand meanwhile).
+        if reply_id is None or not Message.objects.filter(pk=reply_id).update(**fields):
+            reply_id = Message.objects.create(
+                conversation_id=conversation_id, role=Message.Role.BOT, **fields
+            ).pk
+        changes: dict[str, Any] = {"last_activity_at": timezone.now()}
+        if needs_followup:
+            changes["needs_followup"] = True
+        Conversation.objects.filter(pk=conversation_id).update(**changes)
+    return reply_id
+
+
+async def _placeholder_discard(reply_id: int | None) -> None:
+    """Remove the reserved row of a reply that ended (cancelled, failed) without any text."""
+    if reply_id is None:
+        return
+    delete = sync_to_async(Message.objects.filter(pk=reply_id, text="").delete)
+    try:
+        await asyncio.shield(delete())
+    except Exception:
+        log.exception("could not remove the empty reply %s", reply_id)
+
+
+# --- Running summary -------------------------------------------------------------------
+
+_refreshing: set[int] = set()
+_background: set[asyncio.Task[bool]] = set()
+
+
+def summary_refresh_schedule(conversation_id: int) -> asyncio.Task[bool] | None:
+    """Refresh the summary in the background (at most one refresh per conversation at a time)."""
+    if conversation_id in _refreshing:
+        return None
+    task = asyncio.get_running_loop().create_task(summary_refresh(conversation_id=conversation_id))
+    _background.add(task)  # keep a reference until it is done
+    task.add_done_callback(_background.discard)
+    return task
+
+
+async def summary_refresh(*, conversation_id: int, budget: int | None = None) -> bool:
+    """Fold the oldest turns that no longer fit the context budget into Conversation.summary
+    with one LLM call. True when a new summary was stored."""
+    if conversation_id in _refreshing:
+        return False
+    _refreshing.add(conversation_id)
+    try:
+        bot, summary, until, rows = await sync_to_async(_summary_source)(conversation_id)
+        fold = split_for_summary([(role, text) for _, role, text in rows], budget or context_budget())
+        if fold == 0:
+            return False
+        request = summary_request(bot=bot, summary=summary, turns=[(r, t) for _, r, t in rows[:fold]])
+        try:
+            result = await complete(request)
+        except LLMError as err:
+            log.warning("summary refresh for conversation %s failed: %s", conversation_id, err)
+            return False
+        if not result.text.strip():
+            return False
+        return await sync_to_async(_summary_store)(
+            conversation_id, previous=until, until=rows[fold - 1][0], summary=result.text.strip()
+        )
+    finally:
+        _refreshing.discard(conversation_id)
+
+
+def _summary_source(conversation_id: int) -> tuple[Bot, str, int | None, list[tuple[int, str, str]]]:
+    conversation = Conversation.objects.select_related("bot").get(pk=conversation_id)
+    rows = Message.objects.filter(conversation_id=conversation_id, role__in=CONTEXT_ROLES).exclude(text="")
+    if conversation.summary_until is not None:
+        rows = rows.filter(id__gt=conversation.summary_until)
+    found = list(rows.order_by("id").values_list("id", "role", "text"))
+    return conversation.bot, conversation.summary, conversation.summary_until, found
+
+
+def _summary_store(conversation_id: int, *, previous: int | None, until: int, summary: str) -> bool:
+    # Only if nobody refreshed it meanwhile (another server process).
+    updated = Conversation.objects.filter(pk=conversation_id, summary_until=previous).update(
+        summary=summary, summary_until=until
+    )
+    return updated == 1

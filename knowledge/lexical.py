@@ -1,0 +1,74 @@
+"""BM25 over words (Latin scripts) and character uni/bigrams (Chinese, Japanese, Korean)."""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import sparse
+
+_WORD = re.compile(r"[^\W\d_]+|\d+", re.UNICODE)
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+")
+# Words that carry no meaning for matching a question (English only; CJK bigrams rarely need it).
+STOP_WORDS = frozenset(
+    "a an the i me my we our you your it its is are was were be been am do does did can could "
+    "would should will shall to of in on at for with by from and or but if so this that these those "
+    "there here what how why when where which who please hi hello hey thanks thank".split()
+)
+
+
+def tokenize(text: str) -> list[str]:
+    text = unicodedata.normalize("NFKC", text).lower()
+    tokens: list[str] = []
+    for run in _CJK.findall(text):
+        tokens.extend(run)
+        tokens.extend(run[i : i + 2] for i in range(len(run) - 1))
+    latin = _CJK.sub(" ", text)
+    tokens.extend(w for w in _WORD.findall(latin) if w not in STOP_WORDS)
+    return tokens
+
+
+class BM25:
+    """Okapi BM25 over a fixed set of documents (phrasings)."""
+
+    def __init__(self, documents: Sequence[str], *, k1: float = 1.2, b: float = 0.75) -> None:
+        tokenized = [Counter(tokenize(doc)) for doc in documents]
+        self.vocabulary: dict[str, int] = {}
+        rows: list[int] = []
+        cols: list[int] = []
+        tfs: list[float] = []
+        lengths = np.array([sum(c.values()) for c in tokenized], dtype=np.float32)
+        for row, counts in enumerate(tokenized):
+            for term, tf in counts.items():
+                rows.append(row)
+                cols.append(self.vocabulary.setdefault(term, len(self.vocabulary)))
+                tfs.append(tf)
+        n = max(len(documents), 1)
+        df = np.bincount(np.array(cols, dtype=np.int64), minlength=len(self.vocabulary))
+        self.idf = np.log1p((n - df + 0.5) / (df + 0.5)).astype(np.float32)
+        self.oov_idf = float(math.log1p((n + 0.5) / 0.5))
+        avg = float(lengths.mean()) if len(lengths) and lengths.mean() > 0 else 1.0
+        tf = np.array(tfs, dtype=np.float32)
+        norm = k1 * (1 - b + b * lengths[np.array(rows, dtype=np.int64)] / avg) if rows else tf
+        weights = self.idf[np.array(cols, dtype=np.int64)] * tf * (k1 + 1) / (tf + norm) if rows else tf
+        shape = (len(documents), len(self.vocabulary))
+        # Terms x documents, so a query is a few row lookups summed.
+        self.matrix = sparse.csr_matrix((weights, (cols, rows)), shape=shape[::-1], dtype=np.float32)
+
+    def scores(self, query: str) -> tuple[np.ndarray, float]:
+        """BM25 score of every document, and the query's total idf (a normaliser).
+
+        A document holding every query term once, at average length, scores about the
+        normaliser; unknown query words add to the normaliser but to no score.
+        """
+        terms = set(tokenize(query))
+        known = [self.vocabulary[t] for t in terms if t in self.vocabulary]
+        total_idf = float(self.idf[known].sum()) + self.oov_idf * (len(terms) - len(known))
+        if not known:
+            return np.zeros(self.matrix.shape[1], dtype=np.float32), total_idf
+        scores = np.asarray(self.matrix[known].sum(axis=0)).ravel()
+        return scores.astype(np.float32, copy=False), total_idf

@@ -1,0 +1,208 @@
+"""Match a visitor's question against a bot's knowledge base.
+
+``match`` (sync) and ``amatch`` (async, never touching the ORM on the event loop) return
+the ranked candidates and a decision:
+
+- ``answer``: best confidence >= the bot's answer threshold: reply with the stored answer;
+- ``reference``: between the reference and answer thresholds: the top entries go to the
+  LLM as reference material;
+- ``none``: below the reference threshold.
+
+Each process keeps one in-memory ``Ranker`` per bot, tagged with the bot's
+``kb_revision``; a search first reads that number (one indexed read) and rebuilds the
+ranker only when another request, in any process, changed the knowledge base.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from chatbot.models import Bot
+from knowledge import embeddings
+from knowledge.models import Embedding, Entry
+from knowledge.ranking import Ranked, Ranker
+from knowledge.services import entries_embed
+
+Decision = Literal["answer", "reference", "none"]
+MAX_QUERY_CHARS = 1000
+_SPACES = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    entry_id: int
+    question: str
+    answer: str
+    score: float  # confidence in [0, 1]: what the thresholds compare against
+    similarity: float  # best phrasing cosine
+    lexical: float
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    decision: Decision
+    candidates: list[Candidate]
+    took_ms: float
+
+    @property
+    def best(self) -> Candidate | None:
+        return self.candidates[0] if self.candidates else None
+
+
+@dataclass
+class Snapshot:
+    revision: int
+    model: str
+    ranker: Ranker
+    entries: dict[int, tuple[str, str]]  # id -> (question, answer)
+
+
+_snapshots: dict[int, Snapshot] = {}
+_build_locks: dict[int, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def normalise_query(text: str) -> str:
+    return _SPACES.sub(" ", text).strip()[:MAX_QUERY_CHARS]
+
+
+def decide(bot: Bot, confidence: float | None) -> Decision:
+    if confidence is None:
+        return "none"
+    if confidence >= bot.answer_threshold:
+        return "answer"
+    if confidence >= bot.reference_threshold:
+        return "reference"
+    return "none"
+
+
+def _current_revision(bot_id: int) -> int:
+    return Bot.objects.filter(pk=bot_id).values_list("kb_revision", flat=True).get()
+
+
+def snapshot_for(bot_id: int) -> Snapshot:
+    """The bot's ranker, rebuilt if its knowledge base changed since it was built."""
+    revision = _current_revision(bot_id)
+    model = embeddings.model_name()
+    snapshot = _snapshots.get(bot_id)
+    if snapshot is not None and snapshot.revision == revision and snapshot.model == model:
+        return snapshot
+    with _locks_guard:
+        lock = _build_locks.setdefault(bot_id, threading.Lock())
+    with lock:  # one rebuild per bot at a time; the others wait and reuse it
+        snapshot = _snapshots.get(bot_id)
+        if snapshot is None or snapshot.revision != revision or snapshot.model != model:
+            snapshot = _build(bot_id, revision, model)
+            _snapshots[bot_id] = snapshot
+        return snapshot
+
+
+def _build(bot_id: int, revision: int, model: str) -> Snapshot:
+    entries = list(Entry.objects.filter(bot_id=bot_id, is_active=True).prefetch_related("alternatives"))
+    entries_embed(entries=entries)  # fills in any phrasing that has no vector yet
+    vectors = {
+        (row["entry_id"], row["text_hash"]): row["vector"]
+        for row in Embedding.objects.filter(entry__in=entries, model_name=model).values(
+            "entry_id", "text_hash", "vector"
+        )
+    }
+    ids: list[int] = []
+    texts: list[str] = []
+    rows: list[np.ndarray] = []
+    for entry in entries:
+        for text in entry.phrasings():
+            blob = vectors.get((entry.pk, Embedding.hash_text(text)))
+            if blob is not None:
+                ids.append(entry.pk)
+                texts.append(text)
+                rows.append(np.frombuffer(bytes(blob), dtype="<f4"))
+    dim = rows[0].shape[0] if rows else embeddings.get_encoder(model).dim
+    matrix = np.vstack(rows) if rows else np.zeros((0, dim), dtype=np.float32)
+    ranker = Ranker(np.array(ids, dtype=np.int64), texts, matrix, mode=settings.KB_MATCH_MODE)
+    return Snapshot(revision, model, ranker, {e.pk: (e.question, e.answer) for e in entries})
+
+
+def _result(bot: Bot, snapshot: Snapshot, ranked: list[Ranked], started: float) -> MatchResult:
+    candidates = [
+        Candidate(
+            entry_id=r.entry_id,
+            question=snapshot.entries[r.entry_id][0],
+            answer=snapshot.entries[r.entry_id][1],
+            score=round(r.confidence, 4),
+            similarity=round(r.similarity, 4),
+            lexical=round(r.lexical, 4),
+        )
+        for r in ranked
+    ]
+    best = candidates[0].score if candidates else None
+    return MatchResult(decide(bot, best), candidates, (time.perf_counter() - started) * 1000)
+
+
+def match(bot: Bot, text: str, *, k: int = 5) -> MatchResult:
+    started = time.perf_counter()
+    text = normalise_query(text)
+    if not text:
+        return MatchResult("none", [], 0.0)
+    vector = embeddings.get_batcher().submit(text)  # encodes while the revision is read
+    snapshot = snapshot_for(bot.pk)
+    query = vector.result()
+    ranked = snapshot.ranker.rank(query.vector, text, k, unknown=query.unknown)
+    return _result(bot, snapshot, ranked, started)
+
+
+async def amatch(bot: Bot, text: str, *, k: int = 5) -> MatchResult:
+    """``match`` for async callers: the ORM runs in a worker thread, encoding on the
+    batcher's thread (micro-batched with other concurrent queries)."""
+    started = time.perf_counter()
+    text = normalise_query(text)
+    if not text:
+        return MatchResult("none", [], 0.0)
+    batcher = embeddings.loaded_batcher() or await asyncio.to_thread(embeddings.get_batcher)
+    vector_future = asyncio.wrap_future(batcher.submit(text))
+    snapshot = await _snapshot_shared(bot.pk)
+    query = await vector_future
+    ranker = snapshot.ranker
+    if len(ranker.plain) > 20_000:  # a big matrix product would stall the event loop
+        ranked = await asyncio.to_thread(ranker.rank, query.vector, text, k, unknown=query.unknown)
+    else:
+        ranked = ranker.rank(query.vector, text, k, unknown=query.unknown)
+    return _result(bot, snapshot, ranked, started)
+
+
+_in_flight: dict[tuple[int, int], asyncio.Future[Snapshot]] = {}
+
+
+async def _snapshot_shared(bot_id: int) -> Snapshot:
+    """``snapshot_for`` for concurrent async callers: callers that arrive while a check for
+    the same bot is under way share its result instead of queueing a read each (the
+    database thread is one thread). A shared read is at most one query's time old."""
+    key = (id(asyncio.get_running_loop()), bot_id)
+    pending = _in_flight.get(key)
+    if pending is not None:
+        return await asyncio.shield(pending)
+    future: asyncio.Future[Snapshot] = asyncio.get_running_loop().create_future()
+    _in_flight[key] = future
+    try:
+        snapshot = await database_sync_to_async(snapshot_for)(bot_id)
+        future.set_result(snapshot)
+        return snapshot
+    except BaseException as err:
+        future.set_exception(err)
+        future.exception()  # mark retrieved: no "never retrieved" warning if nobody waited
+        raise
+    finally:
+        del _in_flight[key]
+
+
+def forget_snapshots() -> None:
+    """Drop every in-memory index (tests; a model change)."""
+    _snapshots.clear()

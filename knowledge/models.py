@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import hashlib
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from chatbot.models import Bot
+
+
+class Tag(models.Model):
+    name = models.SlugField(max_length=50, unique=True, allow_unicode=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Entry(models.Model):
+    """A question the company has answered, with the phrasings visitors use for it."""
+
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="entries")
+    external_id = models.CharField(
+        max_length=100, blank=True, help_text="Optional id from an imported file; imports upsert by it."
+    )
+    question = models.TextField()
+    answer = models.TextField()
+    tags = models.ManyToManyField(Tag, blank=True, related_name="entries")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "entries"
+        ordering = ["bot", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["bot", "external_id"],
+                condition=~Q(external_id=""),
+                name="entry_unique_external_id_per_bot",
+            ),
+            models.CheckConstraint(condition=~Q(question=""), name="entry_question_not_empty"),
+            models.CheckConstraint(condition=~Q(answer=""), name="entry_answer_not_empty"),
+        ]
+        indexes = [models.Index(fields=["bot", "is_active"], name="entry_bot_active")]
+
+    def __str__(self) -> str:
+        return self.question if len(self.question) <= 80 else self.question[:77] + "..."
+
+    def phrasings(self) -> list[str]:
+        """The question first, then every alternative phrasing, without duplicates."""
+        seen: dict[str, None] = {self.question.strip(): None}
+        for alt in self.alternatives.all():
+            seen.setdefault(alt.text.strip(), None)
+        return [text for text in seen if text]
+
+
+class Alternative(models.Model):
+    """Another way visitors ask the entry's question."""
+
+    entry = models.ForeignKey(Entry, on_delete=models.CASCADE, related_name="alternatives")
+    text = models.TextField()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.CheckConstraint(condition=~Q(text=""), name="alternative_not_empty")]
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class Embedding(models.Model):
+    """The vector of one phrasing, as made by one embedding model.
+
+    Keyed by the phrasing's text and the model name, so an edited phrasing or a new
+    model is simply a missing row that the indexer fills in.
+    """
+
+    entry = models.ForeignKey(Entry, on_delete=models.CASCADE, related_name="embeddings")
+    text = models.TextField()
+    text_hash = models.CharField(max_length=40, help_text="sha1 of the text, for uniqueness")
+    model_name = models.CharField(max_length=200)
+    dim = models.PositiveIntegerField()
+    vector = models.BinaryField(help_text="float32 little-endian, L2-normalised")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["entry", "model_name", "text_hash"], name="embedding_unique_per_phrasing_and_model"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_name} [{self.dim}] {self.text[:40]}"
+
+    @staticmethod
+    def hash_text(text: str) -> str:
+        return hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest()

@@ -1,0 +1,124 @@
+"""Writes for the knowledge base."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from django.db import transaction
+from django.db.models import F, QuerySet
+
+from chatbot.models import Bot
+from knowledge.models import Alternative, Embedding, Entry, Tag
+
+
+def _clean_unique(texts: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(t.strip() for t in texts if t and t.strip()))
+
+
+@transaction.atomic
+def entry_upsert(
+    *,
+    bot: Bot,
+    question: str,
+    answer: str,
+    alternatives: Iterable[str] = (),
+    tags: Iterable[str] = (),
+    external_id: str = "",
+    is_active: bool = True,
+) -> tuple[Entry, bool]:
+    """Create an entry, or update the one with the same ``external_id`` in this bot.
+
+    Returns ``(entry, created)``. Alternatives and tags are replaced, not merged, so
+    re-importing a file gives the same knowledge base as importing it once.
+    """
+    question, answer = question.strip(), answer.strip()
+    if not question or not answer:
+        raise ValueError("An entry needs both a question and an answer.")
+    entry = Entry.objects.filter(bot=bot, external_id=external_id).first() if external_id else None
+    created = entry is None
+    if entry is None:
+        entry = Entry(bot=bot, external_id=external_id)
+    entry.question, entry.answer, entry.is_active = question, answer, is_active
+    entry.save()
+
+    wanted = [t for t in _clean_unique(alternatives) if t != question]
+    current = list(entry.alternatives.order_by("id").values_list("text", flat=True))
+    if current != wanted:
+        entry.alternatives.all().delete()
+        Alternative.objects.bulk_create(Alternative(entry=entry, text=text) for text in wanted)
+
+    tag_names = [name.lower() for name in _clean_unique(tags)]
+    entry.tags.set([Tag.objects.get_or_create(name=name)[0] for name in tag_names])
+    return entry, created
+
+
+def bot_kb_touch(*, bot_id: int) -> None:
+    """Mark a bot's knowledge base as changed, so every process reloads its index."""
+    Bot.objects.filter(pk=bot_id).update(kb_revision=F("kb_revision") + 1)
+
+
+def entries_set_active(*, entries: QuerySet[Entry], active: bool) -> int:
+    """Bulk (de)activate; a queryset update sends no signals, so bump revisions here."""
+    bot_ids = set(entries.values_list("bot_id", flat=True))
+    with transaction.atomic():
+        count = entries.update(is_active=active)
+        for bot_id in bot_ids:
+            bot_kb_touch(bot_id=bot_id)
+    return count
+
+
+def entries_embed(
+    *,
+    bot: Bot | None = None,
+    entries: Iterable[Entry] | None = None,
+    force: bool = False,
+    batch_size: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Store a vector for every phrasing that lacks one for the current model.
+
+    Vectors of phrasings that no longer exist, and of other models, are removed. With
+    ``force`` every phrasing is encoded again. Returns the number of phrasings encoded.
+    """
+    from knowledge import embeddings
+
+    model = embeddings.model_name()
+    if entries is None:
+        if bot is None:
+            raise ValueError("entries_embed needs a bot or entries")
+        entries = Entry.objects.filter(bot=bot)
+    entries = list(
+        Entry.objects.filter(pk__in=[e.pk for e in entries]).prefetch_related("alternatives", "embeddings")
+    )
+    todo: list[tuple[Entry, str]] = []
+    stale: list[int] = []
+    for entry in entries:
+        wanted = {Embedding.hash_text(text): text for text in entry.phrasings()}
+        have = set()
+        for row in entry.embeddings.all():
+            if force or row.model_name != model or row.text_hash not in wanted:
+                stale.append(row.pk)
+            else:
+                have.add(row.text_hash)
+        todo.extend((entry, text) for digest, text in wanted.items() if digest not in have)
+    Embedding.objects.filter(pk__in=stale).delete()
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        vectors = embeddings.encode_documents([text for _, text in chunk])
+        Embedding.objects.bulk_create(
+            [
+                Embedding(
+                    entry=entry,
+                    text=text,
+                    text_hash=Embedding.hash_text(text),
+                    model_name=model,
+                    dim=len(vector),
+                    vector=vector.astype("<f4").tobytes(),
+                )
+                for (entry, text), vector in zip(chunk, vectors, strict=True)
+            ],
+            ignore_conflicts=True,
+        )
+        if progress:
+            progress(min(start + batch_size, len(todo)), len(todo))
+    return len(todo)

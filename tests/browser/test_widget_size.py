@@ -1,0 +1,18 @@
+"""static/chatbot/widget.js as a file: small, self-contained, and never parsing HTML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+WIDGET_JS = Path(__file__).resolve().parents[2] / "static" / "chatbot" / "widget.js"
+
+
+def test_it_stays_small_self_contained_and_never_parses_html() -> None:
+    source = WIDGET_JS.read_bytes()
+    assert len(source) < 30_000
+    # ASCII only: a host page in another encoding (GBK ...) may load it without a charset.
+    assert source.isascii()
+    text = source.decode()
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+        assert sink not in text
+    assert "import " not in text and "require(" not in text

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+
+
+def chromium_missing_reason() -> str | None:
+    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
+        return f"Chromium not found at {CHROMIUM} (apt-get install -y chromium fonts-wqy-microhei)"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer() -> Any:
+    """Each test runs on its own event loop (pytest-asyncio), but a channel layer is a
+    process-wide object whose Redis connection pools belong to the loop that made them:
+    give every test a new one so no test inherits another loop's connections."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    db = settings.DATABASES["default"]
+    lines = [
+        f"database: {db['ENGINE'].rsplit('.', 1)[-1]} ({db.get('HOST') or db['NAME']})",
+        f"redis: {settings.REDIS_URL or 'not set: in-memory channel layer, local-memory cache'}",
+    ]
+    reason = chromium_missing_reason()
+    lines.append(f"browser tests: {'SKIPPED - ' + reason if reason else 'Chromium at ' + CHROMIUM}")
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    reason = chromium_missing_reason()
+    if reason:
+        terminalreporter.write_sep("!", f"BROWSER TESTS SKIPPED: {reason}", yellow=True)
+    if not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        terminalreporter.write_sep(
+            "-", "This run used SQLite; .ci/run repeats the suite on PostgreSQL and Redis when they answer."
+        )

@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from knowledge.embeddings import QueryBatcher, get_batcher, get_encoder
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_it_encodes_to_normalised_384_dimensional_float32_rows() -> None:
+    vectors = get_encoder().encode(["Where is my order?", "我的快递到哪了", "x" * 3000])
+    assert vectors.shape == (3, 384)
+    assert vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_the_fast_path_gives_the_same_vectors_as_sentence_transformers() -> None:
+    encoder = get_encoder()
+    texts = ["How do I return an item?", "a", "Can I pay with Alipay or WeChat Pay when I order from abroad?"]
+    assert np.allclose(encoder.encode(texts), encoder._reference(texts), atol=1e-4)
+
+
+def test_paraphrases_are_closer_than_unrelated_questions() -> None:
+    a, b, c = get_encoder().encode(
+        ["How do I track my parcel?", "Where is my package?", "What is your refund policy?"]
+    )
+    assert float(a @ b) > float(a @ c) + 0.1
+
+
+def test_chinese_is_mostly_unknown_to_the_english_model() -> None:
+    encoder = get_encoder()
+    assert encoder.unknown_fraction("where is my order") == 0.0
+    assert encoder.unknown_fraction("我的快递到哪了") > 0.5
+
+
+def test_the_model_loads_once_per_process_even_when_many_threads_ask_at_once() -> None:
+    code = """
+import threading, django
+django.setup()
+import sentence_transformers
+loads = []
+original = sentence_transformers.SentenceTransformer.__init__
+def counting(self, *a, **k):
+    loads.append(1)
+    original(self, *a, **k)
+sentence_transformers.SentenceTransformer.__init__ = counting
+from knowledge import embeddings
+threads = [threading.Thread(target=lambda: embeddings.get_batcher().encode("hi")) for _ in range(8)]
+[t.start() for t in threads]; [t.join() for t in threads]
+embeddings.get_encoder(); embeddings.encode_documents(["again"])
+print("loads", len(loads))
+"""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "chatbot.settings", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "loads 1" in result.stdout
+
+
+class SlowEncoder:
+    """Stands in for the model: 30 ms a batch, vectors that encode the text's length."""
+
+    dim = 2
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        self.batches.append(len(texts))
+        time.sleep(0.03)
+        return np.array([[len(t), 1.0] for t in texts], dtype=np.float32)
+
+    def unknown_fraction(self, text: str) -> float:
+        return 0.0
+
+
+def test_queries_that_arrive_together_share_a_batch() -> None:
+    encoder = SlowEncoder()
+    batcher = QueryBatcher(encoder, max_batch=64, wait_ms=0, cache_size=0)
+    futures = [batcher.submit("q" * n) for n in range(1, 33)]
+    results = [f.result(timeout=10) for f in futures]
+    assert [r.vector[0] for r in results] == list(range(1, 33))
+    assert sum(encoder.batches) == 32
+    assert len(encoder.batches) <= 4  # 32 queries in a handful of forward passes, not 32
+
+
+def test_a_lone_query_is_not_held_back_waiting_for_company() -> None:
+    encoder = SlowEncoder()
+    batcher = QueryBatcher(encoder, max_batch=64, wait_ms=0, cache_size=0)
+    assert batcher.encode("alone").vector[0] == 5
+    assert encoder.batches == [1]
+
+
+def test_an_encoding_failure_reaches_every_waiting_caller_and_the_worker_survives() -> None:
+    class FailsOnce(SlowEncoder):
+        def encode(self, texts: Sequence[str]) -> np.ndarray:
+            if not self.batches:
+                self.batches.append(-1)
+                time.sleep(0.03)  # let the other queries queue up behind the failing batch
+                raise RuntimeError("model crashed")
+            return super().encode(texts)
+
+    batcher = QueryBatcher(FailsOnce(), max_batch=1, wait_ms=0, cache_size=0)
+    first = batcher.submit("q1")
+    with pytest.raises(RuntimeError, match="model crashed"):
+        first.result(timeout=5)
+    assert batcher.encode("later").vector[0] == 5
+
+
+def test_repeated_questions_come_from_the_cache() -> None:
+    encoder = SlowEncoder()
+    batcher = QueryBatcher(encoder, max_batch=8, wait_ms=0, cache_size=2)
+    first = batcher.encode("same question")
+    again = batcher.encode("same question")
+    assert again is first and encoder.batches == [1]
+    batcher.encode("b")
+    batcher.encode("c")  # evicts "same question" (cache of two)
+    batcher.encode("same question")
+    assert len(encoder.batches) == 4
+
+
+def test_the_shared_batcher_uses_the_real_model() -> None:
+    vector = get_batcher().encode("Where is my order?")
+    assert vector.vector.shape == (384,)
+    assert not vector.vector.flags.writeable  # shared through the cache: read-only
+
+
+def test_tokenizing_from_two_threads_at_once_keeps_batches_padded() -> None:
+    # The tokenizer is shared state: a batch tokenized while another thread tokenized a
+    # single query once came back unpadded (ragged). Hammer both paths together.
+    encoder = get_encoder()
+    batch = ["short", "a much longer sentence so that this batch needs padding", "中文问题"]
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def singles() -> None:
+        while not stop.is_set():
+            encoder.unknown_fraction("where is my order")
+
+    thread = threading.Thread(target=singles)
+    thread.start()
+    try:
+        for _ in range(400):
+            try:
+                features = encoder._tokenize(batch)
+                assert features["input_ids"].shape[0] == 3
+            except BaseException as err:
+                failures.append(err)
+                break
+    finally:
+        stop.set()
+        thread.join()
+    assert failures == []
+    assert np.allclose(encoder.encode(batch), encoder._reference(batch), atol=1e-4)
