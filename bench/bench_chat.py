@@ -6,8 +6,12 @@ is the client, over real websockets.
    stream duration (measured by calling it directly, same concurrency) / the duration the
    visitor sees (message sent -> reply.end); added time to first token versus the direct
    call (first reply.delta vs first SSE chunk).
-2. Knowledge-base answers with 50 concurrent visitors: latency message -> reply.end, and
-   answers per second.
+   Also with the 100 questions arriving spread over half a second instead of all at once,
+   to tell the cost of the burst (queueing for two cores) from the cost of streaming.
+2. Knowledge-base answers with 50 concurrent visitors: latency message -> reply.end at an
+   offered load of 150 answers/s (each visitor asks every third of a second, phases
+   spread), and the most answers per second with every visitor asking again as soon as
+   it has its answer (there, latency is visitors / throughput by Little's law).
 3. Memory per idle connection: daphne's resident memory before and after 1,000 websockets
    have said hello and sit idle.
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -194,18 +199,22 @@ async def ask(ws: websockets.ClientConnection, text: str) -> tuple[float, float,
             raise RuntimeError(frame)
 
 
-async def llm_conversations(url: str, fake_port: int, n: int = 100) -> None:
+async def llm_conversations(url: str, fake_port: int, n: int = 100, spread: float = 0.0) -> None:
     direct_ttft, direct_total = await direct_streams(fake_port, n)
     sockets = await asyncio.gather(*(hello(url) for _ in range(n)))
-    results = await asyncio.gather(
-        *(ask(ws, f"Tell me a story about ships, number {i}") for i, ws in enumerate(sockets))
-    )
+
+    async def one(i: int, ws: websockets.ClientConnection) -> tuple[float, float, str]:
+        await asyncio.sleep(spread * i / n)
+        return await ask(ws, f"Tell me a story about ships, number {i}")
+
+    results = await asyncio.gather(*(one(i, ws) for i, ws in enumerate(sockets)))
     await asyncio.gather(*(ws.close() for ws in sockets))
     sources = {r[2] for r in results}
     fake_stream = statistics.median(direct_total)
     efficiency = [fake_stream / r[1] for r in results]
     added = [r[0] - statistics.median(direct_ttft) for r in results]
-    print(f"{n} concurrent LLM conversations (sources {sorted(sources)}):")
+    arrival = f"questions spread over {spread * 1000:.0f} ms" if spread else "all questions at once"
+    print(f"{n} concurrent LLM conversations, {arrival} (sources {sorted(sources)}):")
     print(
         f"  fake called directly: first chunk median {statistics.median(direct_ttft):.1f} ms, "
         f"whole stream median {fake_stream:.0f} ms"
@@ -224,13 +233,24 @@ async def llm_conversations(url: str, fake_port: int, n: int = 100) -> None:
     )
 
 
-async def kb_answers(url: str, visitors: int = 50, each: int = 10) -> None:
+async def kb_answers(url: str, visitors: int = 50, each: int = 10, rate: float | None = None) -> None:
+    """``rate`` None: closed loop (ask again at once); else that many questions per second
+    in all, each visitor on its own schedule."""
     sockets = await asyncio.gather(*(hello(url) for _ in range(visitors)))
     for ws in sockets[:5]:
         await ask(ws, KB_QUESTIONS[0])  # warm up
+    period = visitors / rate if rate else 0.0
+    start_at = time.perf_counter() + 0.2
 
     async def visitor(i: int, ws: websockets.ClientConnection) -> list[tuple[float, float, str]]:
-        return [await ask(ws, KB_QUESTIONS[(i + k) % len(KB_QUESTIONS)]) for k in range(each)]
+        done = []
+        phase = random.Random(i).random() * period
+        for k in range(each):
+            delay = start_at + phase + k * period - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            done.append(await ask(ws, KB_QUESTIONS[(i + k) % len(KB_QUESTIONS)]))
+        return done
 
     started = time.perf_counter()
     batches = await asyncio.gather(*(visitor(i, ws) for i, ws in enumerate(sockets)))
@@ -239,9 +259,10 @@ async def kb_answers(url: str, visitors: int = 50, each: int = 10) -> None:
     results = [r for batch in batches for r in batch]
     latency = [r[1] for r in results]
     kb = sum(r[2] == "knowledge" for r in results)
+    load = f"offered {rate:.0f}/s" if rate else "closed loop (each asks again at once)"
     print(
-        f"knowledge-base answers, {visitors} concurrent visitors x {each} questions ({kb}/{len(results)} "
-        f"answered from the knowledge base):"
+        f"knowledge-base answers, {visitors} concurrent visitors x {each} questions, {load} "
+        f"({kb}/{len(results)} answered from the knowledge base):"
     )
     print(
         f"  latency message -> reply.end median {statistics.median(latency):.1f} ms, "
@@ -277,6 +298,8 @@ def main() -> None:
             await ask(ws, KB_QUESTIONS[0])
             await ws.close()
             await llm_conversations(url, servers.fake_port)
+            await llm_conversations(url, servers.fake_port, spread=0.5)
+            await kb_answers(url, each=12, rate=150)
             await kb_answers(url)
             await idle_memory(url, servers.daphne.pid)
 

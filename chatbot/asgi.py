@@ -11,7 +11,10 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from chatbot import autobahn_tuning  # noqa: E402
 from chatbot.routing import websocket_urlpatterns  # noqa: E402
+
+autobahn_tuning.install()
 
 if settings.EMBEDDING_PRELOAD:
     from knowledge.embeddings import preload

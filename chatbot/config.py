@@ -131,17 +131,17 @@ def database_config(url: str, *, base_dir: Path, conn_max_age: int) -> dict[str,
     ``postgresql://`` (psycopg 3). Query parameters become connection OPTIONS.
     """
     if not url:
-        return _sqlite(base_dir / "db.sqlite3")
+        return _sqlite(base_dir / "db.sqlite3", conn_max_age)
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme == "sqlite":
         path = unquote(parts.path)
         if parts.netloc == ":memory:" or path in ("/:memory:", ":memory:"):
-            return _sqlite(":memory:")
+            return _sqlite(":memory:", conn_max_age)
         if not path or path == "/":
             raise ImproperlyConfigured("DATABASE_URL sqlite:/// needs a file path")
         file = Path(path[1:])  # sqlite:///rel -> "rel", sqlite:////abs -> "/abs"
-        return _sqlite(file if file.is_absolute() else base_dir / file)
+        return _sqlite(file if file.is_absolute() else base_dir / file, conn_max_age)
     if scheme in ("postgres", "postgresql", "pgsql"):
         name = unquote(parts.path.lstrip("/"))
         if not name:
@@ -166,10 +166,11 @@ def database_config(url: str, *, base_dir: Path, conn_max_age: int) -> dict[str,
     )
 
 
-def _sqlite(path: Path | str) -> dict[str, Any]:
+def _sqlite(path: Path | str, conn_max_age: int) -> dict[str, Any]:
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": str(path),
+        "CONN_MAX_AGE": conn_max_age,
         "OPTIONS": {
             # WAL lets readers run beside a writer; IMMEDIATE avoids "database is locked"
             # upgrades when two requests write at once.

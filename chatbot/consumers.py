@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -103,12 +104,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(self.session.group, self.channel_name)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        # Channels releases database connections before every handler; a frame relayed to
-        # another tab (every delta) needs no database, so it skips that thread hop.
-        if message["type"] == "chat.frame":
-            await self.chat_frame(message)
-        else:
-            await super().dispatch(message)
+        # Channels' own dispatch releases database connections before every handler, one
+        # thread hop per frame. Here every database call already goes through
+        # database_sync_to_async (which does that around the call) or the reply pipeline
+        # (which releases after each reply), so frames go straight to their handler.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.bot is None:  # refused or closing

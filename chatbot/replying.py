@@ -84,8 +84,7 @@ class _Context:
     visitor_message_id: int
     reply_id: int | None
     summary: str
-    history: list[Turn]
-    history_truncated: bool
+    summary_until: int | None
 
 
 async def reply_stream(*, conversation_id: int, text: str) -> AsyncIterator[ReplyEvent]:
@@ -109,7 +108,7 @@ async def reply_stream(*, conversation_id: int, text: str) -> AsyncIterator[Repl
 
 
 async def _reply(ctx: _Context, text: str) -> AsyncIterator[ReplyEvent]:
-    match = await kb_match(ctx.bot, text)
+    match = await kb_match(ctx.bot, text, fresh_revision=True)
     decision = match.decision if match is not None else "none"
     candidates = list(match.candidates) if match is not None else []
     if decision == "answer" and candidates:
@@ -145,12 +144,12 @@ async def _reply(ctx: _Context, text: str) -> AsyncIterator[ReplyEvent]:
             yield event
 
 
-async def kb_match(bot: Bot, text: str) -> Any:
+async def kb_match(bot: Bot, text: str, *, fresh_revision: bool = False) -> Any:
     """The knowledge base's verdict (``knowledge.matching.amatch``); None when it failed."""
     from knowledge.matching import amatch  # the knowledge app loads its index lazily
 
     try:
-        return await amatch(bot, text)
+        return await amatch(bot, text, fresh_revision=fresh_revision)
     except Exception:
         # A broken index must not cost the visitor their answer: the LLM still replies.
         log.exception("knowledge-base match failed for bot %s", bot.pk)
@@ -158,8 +157,12 @@ async def kb_match(bot: Bot, text: str) -> Any:
 
 
 async def _llm_reply(ctx: _Context, question: str, references: list[Any]) -> AsyncIterator[ReplyEvent]:
+    # Read only now: an answer from the knowledge base needs no history.
+    history, history_truncated = await sync_to_async(_history)(
+        ctx.conversation_id, after=ctx.summary_until, before=ctx.visitor_message_id
+    )
     prompt = build_prompt(
-        bot=ctx.bot, question=question, history=ctx.history, summary=ctx.summary, references=references
+        bot=ctx.bot, question=question, history=history, summary=ctx.summary, references=references
     )
     # The best reference is kept with the reply: which entries the LLM leaned on, and how close.
     entry_id, score = (references[0].entry_id, references[0].score) if references else (None, None)
@@ -204,7 +207,7 @@ async def _llm_reply(ctx: _Context, question: str, references: list[Any]) -> Asy
         score=score,
         result=result,
     )
-    if prompt.history_dropped or ctx.history_truncated:
+    if prompt.history_dropped or history_truncated:
         summary_refresh_schedule(ctx.conversation_id)
     yield ReplyEnd(
         message_id, result.text, Message.Source.LLM, Message.Status.COMPLETE, score, result, entry_id=entry_id
@@ -270,7 +273,6 @@ def _visitor_message_store(conversation_id: int, text: str) -> _Context:
                 status=Message.Status.FAILED,
             ).pk
         Conversation.objects.filter(pk=conversation_id).update(last_activity_at=message.created_at)
-    history, truncated = _history(conversation_id, after=conversation.summary_until, before=message.pk)
     return _Context(
         bot=conversation.bot,
         conversation_id=conversation_id,
@@ -278,8 +280,7 @@ def _visitor_message_store(conversation_id: int, text: str) -> _Context:
         visitor_message_id=message.pk,
         reply_id=reply_id,
         summary=conversation.summary,
-        history=history,
-        history_truncated=truncated,
+        summary_until=conversation.summary_until,
     )
 
 

@@ -32,6 +32,9 @@ def tokenize(text: str) -> list[str]:
     return tokens
 
 
+DENSE_MAX_CELLS = 2_000_000  # terms x documents kept as a dense array too (8 MB of float32)
+
+
 class BM25:
     """Okapi BM25 over a fixed set of documents (phrasings)."""
 
@@ -58,6 +61,10 @@ class BM25:
         shape = (len(documents), len(self.vocabulary))
         # Terms x documents, so a query is a few row lookups summed.
         self.matrix = sparse.csr_matrix((weights, (cols, rows)), shape=shape[::-1], dtype=np.float32)
+        # A small knowledge base also keeps it dense: summing a few dense rows costs a few
+        # microseconds, slicing the sparse matrix a few hundred.
+        cells = shape[0] * shape[1]
+        self.dense = self.matrix.toarray() if cells <= DENSE_MAX_CELLS else None
 
     def scores(self, query: str) -> tuple[np.ndarray, float]:
         """BM25 score of every document, and the query's total idf (a normaliser).
@@ -70,5 +77,7 @@ class BM25:
         total_idf = float(self.idf[known].sum()) + self.oov_idf * (len(terms) - len(known))
         if not known:
             return np.zeros(self.matrix.shape[1], dtype=np.float32), total_idf
+        if self.dense is not None:
+            return self.dense[known].sum(axis=0, dtype=np.float32), total_idf
         scores = np.asarray(self.matrix[known].sum(axis=0)).ravel()
         return scores.astype(np.float32, copy=False), total_idf

@@ -159,16 +159,22 @@ def match(bot: Bot, text: str, *, k: int = 5) -> MatchResult:
     return _result(bot, snapshot, ranked, started)
 
 
-async def amatch(bot: Bot, text: str, *, k: int = 5) -> MatchResult:
+async def amatch(bot: Bot, text: str, *, k: int = 5, fresh_revision: bool = False) -> MatchResult:
     """``match`` for async callers: the ORM runs in a worker thread, encoding on the
-    batcher's thread (micro-batched with other concurrent queries)."""
+    batcher's thread (micro-batched with other concurrent queries).
+
+    ``fresh_revision``: ``bot.kb_revision`` was read from the database just now (the reply
+    pipeline reads the bot with the visitor's message), so an index built at that revision
+    is used without asking the database again."""
     started = time.perf_counter()
     text = normalise_query(text)
     if not text:
         return MatchResult("none", [], 0.0)
     batcher = embeddings.loaded_batcher() or await asyncio.to_thread(embeddings.get_batcher)
     vector_future = asyncio.wrap_future(batcher.submit(text))
-    snapshot = await _snapshot_shared(bot.pk)
+    snapshot = _snapshots.get(bot.pk) if fresh_revision else None
+    if snapshot is None or snapshot.revision != bot.kb_revision or snapshot.model != embeddings.model_name():
+        snapshot = await _snapshot_shared(bot.pk)
     query = await vector_future
     ranker = snapshot.ranker
     if len(ranker.plain) > 20_000:  # a big matrix product would stall the event loop

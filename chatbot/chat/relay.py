@@ -2,7 +2,9 @@
 
 The connection that sent the message gets every frame directly, so the streaming path has
 no channel-layer hop; the conversation's other connections (the visitor's other tabs) get
-the same frames through the conversation's channel-layer group. Replies of one
+the same frames through the conversation's channel-layer group, with deltas merged so
+that a streamed reply costs them a group message at most every ``OTHERS_DELTA_INTERVAL``
+instead of one per token (each would be a Redis round trip). Replies of one
 conversation run one at a time in this process (``conversation_lock``): a second tab's
 message waits for the first reply to end instead of interleaving with it.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
@@ -27,6 +30,8 @@ from chatbot.replying import NO_LLM, ReplyDelta, ReplyEnd, ReplyEvent, ReplyStar
 log = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+OTHERS_DELTA_INTERVAL = 0.1  # seconds between merged deltas sent to the visitor's other tabs
 
 _locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -47,10 +52,26 @@ class _Reply:
     reply_id: int | None = None
     source: str = ""
     parts: list[str] = field(default_factory=list)
+    unsent: int = 0  # how many of ``parts`` the other tabs have not had yet
+    others_sent_at: float = 0.0
 
     async def both(self, frame: dict[str, Any]) -> None:
         await self.to_self(frame)
         await self.to_others(frame)
+
+    async def delta(self, text: str) -> None:
+        self.parts.append(text)
+        self.unsent += 1
+        await self.to_self({"type": "reply.delta", "id": self.reply_id, "text": text})
+        if time.monotonic() - self.others_sent_at >= OTHERS_DELTA_INTERVAL:
+            await self.others_flush()
+
+    async def others_flush(self) -> None:
+        if self.unsent:
+            text = "".join(self.parts[-self.unsent :])
+            self.unsent = 0
+            self.others_sent_at = time.monotonic()
+            await self.to_others({"type": "reply.delta", "id": self.reply_id, "text": text})
 
 
 async def reply_relay(
@@ -69,6 +90,7 @@ async def reply_relay(
         # must not wait for an end that would never come.
         if reply.source:
             status = Message.Status.PARTIAL if reply.source == Message.Source.LLM else Message.Status.COMPLETE
+            await reply.others_flush()
             await to_others(_end(reply, "".join(reply.parts), status))
         raise
     except Exception:
@@ -88,8 +110,7 @@ async def _relay(reply: _Reply, event: ReplyEvent, text: str) -> None:
     elif isinstance(event, ReplyDelta):
         if not reply.source:
             await _start(reply, event.source or Message.Source.LLM)
-        reply.parts.append(event.text)
-        await reply.both({"type": "reply.delta", "id": reply.reply_id, "text": event.text})
+        await reply.delta(event.text)
     elif isinstance(event, ReplyEnd) and event.message_id is not None:  # None: an agent has it
         if not reply.source:  # an end without deltas: still one reply.start and one delta
             await _start(reply, event.source)
@@ -97,6 +118,7 @@ async def _relay(reply: _Reply, event: ReplyEvent, text: str) -> None:
                 await reply.both({"type": "reply.delta", "id": reply.reply_id, "text": event.text})
         if reply.reply_id is None:
             reply.reply_id = event.message_id
+        await reply.others_flush()
         await reply.both(_end(reply, event.text, event.status, event))
         problem = _llm_problem(event)
         if problem:

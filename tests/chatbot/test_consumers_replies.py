@@ -283,8 +283,36 @@ async def test_the_visitors_other_tabs_see_the_message_and_the_streamed_reply(
         "status": "complete",
         "created": other[0]["created"],
     }
-    assert other[1:] == own[1:]  # reply.start, the deltas, reply.end: the same frames
+    # reply.start and reply.end are the same frames; the deltas carry the same text, merged.
+    assert [f for f in other[1:] if f["type"] != "reply.delta"] == [
+        f for f in own[1:] if f["type"] != "reply.delta"
+    ]
+    assert _streamed(other) == _streamed(own) == own[-1]["text"]
     assert own[-1]["id"] == reply.pk
+
+
+def _streamed(frames: list[dict[str, Any]]) -> str:
+    return "".join(f["text"] for f in frames if f["type"] == "reply.delta")
+
+
+async def test_other_tabs_get_a_fast_stream_in_fewer_larger_pieces(
+    kb: StandIn, llm: Callable[..., None]
+) -> None:
+    """Per-token frames go to the tab that asked; the others get merged pieces (each one a
+    channel-layer message, a Redis round trip with several processes)."""
+    llm()
+    bot = await db(make_bot)
+    async with connected(bot) as first, connected(bot) as second:
+        welcome = await hello(first)
+        await hello(second, welcome["visitor"])
+        await send(first, type="message", text="Hi [[fake: tokens=12 delay_ms=1]]", client_id="c1")
+        own = await until(first, "reply.end")
+        other = await until(second, "reply.end")
+    own_deltas = [f for f in own if f["type"] == "reply.delta"]
+    other_deltas = [f for f in other if f["type"] == "reply.delta"]
+    assert len(own_deltas) == 12
+    assert 1 <= len(other_deltas) < 12
+    assert _streamed(other) == _streamed(own)
 
 
 async def test_two_tabs_sending_at_once_get_one_reply_after_the_other(

@@ -169,6 +169,25 @@ async def test_amatch_answers_without_touching_the_orm_on_the_event_loop() -> No
     assert result.decision == "answer" and result.best.answer == "Use the link."
 
 
+@pytest.mark.django_db(transaction=True)
+async def test_amatch_trusts_a_revision_read_just_now_and_rereads_otherwise() -> None:
+    from asgiref.sync import sync_to_async
+
+    bot = await sync_to_async(make_bot)(answer_threshold=0.8, reference_threshold=0.4)
+    await sync_to_async(entry_upsert)(bot=bot, question="How do I reset my password?", answer="Use the link.")
+    seen = await sync_to_async(Bot.objects.get)(pk=bot.pk)  # the revision the pipeline would read
+    assert (await matching.amatch(seen, "How do I reset my password?", fresh_revision=True)).best
+    await sync_to_async(entry_upsert)(bot=bot, question="Can I pay by card?", answer="Yes, all cards.")
+    # The caller vouches for its revision: the index built at it is used, no database check.
+    stale = await matching.amatch(seen, "Can I pay by card?", fresh_revision=True)
+    assert "Yes, all cards." not in [c.answer for c in stale.candidates]
+    # Without that promise (or with the newer revision) the change is seen.
+    assert (await matching.amatch(seen, "Can I pay by card?")).best.answer == "Yes, all cards."
+    newer = await sync_to_async(Bot.objects.get)(pk=bot.pk)
+    again = await matching.amatch(newer, "Can I pay by card?", fresh_revision=True)
+    assert again.best.answer == "Yes, all cards."
+
+
 def test_the_admin_try_box_shows_matches_and_the_decision(shop: Bot, client: Client) -> None:
     client.force_login(get_user_model().objects.create_superuser("root", password="pw-123456789"))
     page = client.get(f"/admin/chatbot/bot/{shop.pk}/change/", {"try": "Where is my order?"}).content.decode()

@@ -105,7 +105,7 @@ class StandIn:
     calls: list[tuple[int, str, int]] = field(default_factory=list)  # (bot id, text, visitor messages then)
     error: Exception | None = None
 
-    async def amatch(self, bot: Any, text: str) -> MatchResult:
+    async def amatch(self, bot: Any, text: str, *, fresh_revision: bool = False) -> MatchResult:
         stored = await sync_to_async(Message.objects.filter(role="visitor", text=text).count)()
         self.calls.append((bot.pk, text, stored))
         if self.error:
