@@ -89,20 +89,26 @@ def _current_revision(bot_id: int) -> int:
     return Bot.objects.filter(pk=bot_id).values_list("kb_revision", flat=True).get()
 
 
+def _built(bot_id: int, revision: int) -> Snapshot | None:
+    """The bot's index if it was built at ``revision`` with the current model."""
+    snapshot = _snapshots.get(bot_id)
+    if snapshot is not None and snapshot.revision == revision and snapshot.model == embeddings.model_name():
+        return snapshot
+    return None
+
+
 def snapshot_for(bot_id: int) -> Snapshot:
     """The bot's ranker, rebuilt if its knowledge base changed since it was built."""
     revision = _current_revision(bot_id)
-    model = embeddings.model_name()
-    snapshot = _snapshots.get(bot_id)
-    if snapshot is not None and snapshot.revision == revision and snapshot.model == model:
+    snapshot = _built(bot_id, revision)
+    if snapshot is not None:
         return snapshot
     with _locks_guard:
         lock = _build_locks.setdefault(bot_id, threading.Lock())
     with lock:  # one rebuild per bot at a time; the others wait and reuse it
-        snapshot = _snapshots.get(bot_id)
-        if snapshot is None or snapshot.revision != revision or snapshot.model != model:
-            snapshot = _build(bot_id, revision, model)
-            _snapshots[bot_id] = snapshot
+        snapshot = _built(bot_id, revision)
+        if snapshot is None:
+            snapshot = _snapshots[bot_id] = _build(bot_id, revision, embeddings.model_name())
         return snapshot
 
 
@@ -172,8 +178,8 @@ async def amatch(bot: Bot, text: str, *, k: int = 5, fresh_revision: bool = Fals
         return MatchResult("none", [], 0.0)
     batcher = embeddings.loaded_batcher() or await asyncio.to_thread(embeddings.get_batcher)
     vector_future = asyncio.wrap_future(batcher.submit(text))
-    snapshot = _snapshots.get(bot.pk) if fresh_revision else None
-    if snapshot is None or snapshot.revision != bot.kb_revision or snapshot.model != embeddings.model_name():
+    snapshot = _built(bot.pk, bot.kb_revision) if fresh_revision else None
+    if snapshot is None:
         snapshot = await _snapshot_shared(bot.pk)
     query = await vector_future
     ranker = snapshot.ranker
