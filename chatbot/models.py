@@ -155,6 +155,10 @@ class Conversation(models.Model):
         related_name="assigned_conversations",
     )
     needs_followup = models.BooleanField(default=False)
+    # When the visitor first asked for a person; bot replies before it were not deflections.
+    handoff_requested_at = models.DateTimeField(null=True, blank=True)
+    # Set when a support agent marks the conversation reviewed and done.
+    resolved_at = models.DateTimeField(null=True, blank=True)
     summary = models.TextField(blank=True, help_text="Running summary of older turns, for the LLM context.")
     # Which messages the summary already covers, so a refresh folds in only newer ones.
     summary_until = models.PositiveBigIntegerField(

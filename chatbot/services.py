@@ -101,9 +101,10 @@ def conversation_current(*, visitor: Visitor) -> Conversation:
 
 def conversation_followup_request(*, conversation_id: int) -> None:
     """Flag the conversation for the team (the visitor asked for a person)."""
-    Conversation.objects.filter(pk=conversation_id).update(
-        needs_followup=True, last_activity_at=timezone.now()
-    )
+    now = timezone.now()
+    conversations = Conversation.objects.filter(pk=conversation_id)
+    conversations.update(needs_followup=True, resolved_at=None, last_activity_at=now)
+    conversations.filter(handoff_requested_at__isnull=True).update(handoff_requested_at=now)
 
 
 def feedback_save(

@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "channels",
     "chatbot",
     "knowledge",
+    "agents",
 ]
 
 MIDDLEWARE = [
@@ -203,7 +204,20 @@ CHAT_QUEUE_MAX = env_int("CHAT_QUEUE_MAX", 5, minimum=0, maximum=100)
 CHAT_RATE_VISITOR = _rate("CHAT_RATE_VISITOR", env_str("CHAT_RATE_VISITOR", "10/60"))
 CHAT_RATE_IP = _rate("CHAT_RATE_IP", env_str("CHAT_RATE_IP", "60/60"))
 
+# --- Agent workspace (/agent/) -----------------------------------------------------
+# Members of this group (or staff users) may use the workspace.
+AGENT_GROUP = env_str("AGENT_GROUP", "agents")
+AGENT_PAGE_SIZE = env_int("AGENT_PAGE_SIZE", 50, minimum=5, maximum=500)
+# Knowledge gaps: questions of the last N days, grouped when their cosine similarity to a
+# cluster's centre is at least this.
+AGENT_GAP_DAYS = env_int("AGENT_GAP_DAYS", 30, minimum=1, maximum=365)
+AGENT_GAP_SIMILARITY = env_float("AGENT_GAP_SIMILARITY", 0.75, minimum=0.0, maximum=1.0)
+AGENT_GAP_MAX_QUESTIONS = env_int("AGENT_GAP_MAX_QUESTIONS", 5000, minimum=10)
+AGENT_STATS_DAYS = env_int("AGENT_STATS_DAYS", 30, minimum=1, maximum=365)
+
 # --- Auth, i18n, static -----------------------------------------------------------
+LOGIN_URL = "agents:login"
+LOGIN_REDIRECT_URL = "agents:conversations"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 from chatbot import views
@@ -8,5 +8,6 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/demo/", permanent=False)),
     path("demo/", views.demo, name="demo"),
     path("healthz", views.healthz, name="healthz"),
+    path("agent/", include("agents.urls")),
     path("admin/", admin.site.urls),
 ]

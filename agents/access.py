@@ -1,0 +1,64 @@
+"""Who may use the agent workspace, and which bots' conversations they see.
+
+Staff users and members of the AGENT_GROUP group are agents. An agent with bot
+assignments sees only those bots; one without sees every bot (superusers always do).
+Anonymous users are sent to the login page; signed-in non-agents get 403.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+
+from chatbot.models import Bot, Conversation, Message
+
+View = Callable[..., HttpResponse]
+
+
+def is_agent(user: Any) -> bool:
+    if not (user.is_authenticated and user.is_active):
+        return False
+    return bool(user.is_staff or user.groups.filter(name=settings.AGENT_GROUP).exists())
+
+
+def agent_required(view: View) -> View:
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not is_agent(request.user):
+            raise PermissionDenied("The agent workspace is for support staff.")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def visible_bots(user: Any) -> QuerySet[Bot]:
+    if user.is_superuser:
+        return Bot.objects.all()
+    assigned = Bot.objects.filter(agent_assignments__user=user)
+    return assigned if assigned.exists() else Bot.objects.all()
+
+
+def visible_conversations(user: Any) -> QuerySet[Conversation]:
+    return Conversation.objects.filter(bot__in=visible_bots(user))
+
+
+def conversation_or_404(user: Any, pk: int) -> Conversation:
+    """A conversation of a bot the agent sees; any other id is a 404, never a leak."""
+    return get_object_or_404(visible_conversations(user).select_related("bot", "visitor"), pk=pk)
+
+
+def message_or_404(user: Any, pk: int) -> Message:
+    return get_object_or_404(
+        Message.objects.select_related("conversation__bot").filter(conversation__bot__in=visible_bots(user)),
+        pk=pk,
+    )

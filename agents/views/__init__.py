@@ -1,0 +1,1 @@
+"""Thin views of the agent workspace: parse the request, call a selector or service, render."""
