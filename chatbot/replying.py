@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -85,6 +86,11 @@ class _Context:
     reply_id: int | None
     summary: str
     summary_until: int | None
+    #: When the visitor's message arrived (perf_counter): reply timings count from here.
+    received: float = field(default_factory=time.perf_counter)
+
+    def elapsed_ms(self) -> int:
+        return round((time.perf_counter() - self.received) * 1000)
 
 
 async def reply_stream(*, conversation_id: int, text: str) -> AsyncIterator[ReplyEvent]:
@@ -93,7 +99,9 @@ async def reply_stream(*, conversation_id: int, text: str) -> AsyncIterator[Repl
         raise ValueError("The message is empty.")
     if len(text) > MAX_QUESTION_LENGTH:
         raise ValueError(f"The message is longer than {MAX_QUESTION_LENGTH} characters.")
+    received = time.perf_counter()
     ctx = await sync_to_async(_visitor_message_store)(conversation_id, text)
+    ctx.received = received
     yield ReplyStart(visitor_message_id=ctx.visitor_message_id, reply_id=ctx.reply_id)
     if ctx.status == Conversation.Status.WITH_AGENT:
         yield ReplyEnd(message_id=None, text="", source="", status="")
@@ -120,6 +128,7 @@ async def _reply(ctx: _Context, text: str) -> AsyncIterator[ReplyEvent]:
             source=Message.Source.KNOWLEDGE,
             matched_entry_id=best.entry_id,
             score=best.score,
+            elapsed_ms=ctx.elapsed_ms(),
         )
         yield ReplyDelta(best.answer, source=Message.Source.KNOWLEDGE)
         yield ReplyEnd(
@@ -168,6 +177,8 @@ async def _llm_reply(ctx: _Context, question: str, references: list[Any]) -> Asy
     entry_id, score = (references[0].entry_id, references[0].score) if references else (None, None)
     parts: list[str] = []
     result: ChatResult | None = None
+    # The LLM times its own call; the stored timings count from the visitor's message.
+    offset_ms = ctx.elapsed_ms()
     try:
         async with aclosing(stream_chat(prompt.request)) as items:
             async for item in items:
@@ -181,7 +192,9 @@ async def _llm_reply(ctx: _Context, question: str, references: list[Any]) -> Asy
             async for event in _fallback(ctx, f"{type(err).__name__}: {err}"):
                 yield event
             return
-        yield await _partial_store(ctx, err, "".join(parts), entry_id=entry_id, score=score)
+        yield await _partial_store(
+            ctx, err, "".join(parts), entry_id=entry_id, score=score, offset_ms=offset_ms
+        )
         return
     except (asyncio.CancelledError, GeneratorExit):
         if parts:  # the visitor left mid-reply: keep what they saw in the transcript
@@ -206,6 +219,7 @@ async def _llm_reply(ctx: _Context, question: str, references: list[Any]) -> Asy
         matched_entry_id=entry_id,
         score=score,
         result=result,
+        elapsed_ms=offset_ms,
     )
     if prompt.history_dropped or history_truncated:
         summary_refresh_schedule(ctx.conversation_id)
@@ -215,7 +229,13 @@ async def _llm_reply(ctx: _Context, question: str, references: list[Any]) -> Asy
 
 
 async def _partial_store(
-    ctx: _Context, err: LLMError, streamed: str, *, entry_id: int | None, score: float | None
+    ctx: _Context,
+    err: LLMError,
+    streamed: str,
+    *,
+    entry_id: int | None,
+    score: float | None,
+    offset_ms: int,
 ) -> ReplyEnd:
     """The stream broke after some text: store what the visitor saw, marked partial."""
     text = err.partial_text or streamed
@@ -229,6 +249,7 @@ async def _partial_store(
         matched_entry_id=entry_id,
         score=score,
         result=err.partial,
+        elapsed_ms=offset_ms,
     )
     return ReplyEnd(
         message_id,
@@ -251,6 +272,7 @@ async def _fallback(ctx: _Context, reason: str) -> AsyncIterator[ReplyEvent]:
         text=text,
         source=Message.Source.FALLBACK,
         needs_followup=True,
+        elapsed_ms=ctx.elapsed_ms(),
     )
     yield ReplyDelta(text, source=Message.Source.FALLBACK)
     yield ReplyEnd(message_id, text, Message.Source.FALLBACK, Message.Status.COMPLETE, error=reason)
@@ -304,8 +326,13 @@ def _reply_store(
     score: float | None = None,
     result: ChatResult | None = None,
     needs_followup: bool = False,
+    elapsed_ms: int | None = None,
 ) -> int:
+    """Store a reply into its reserved row. ``elapsed_ms``: time from the visitor's message
+    to this reply, or (with an LLM ``result``) to the LLM call, whose own timings are added."""
     usage: dict[str, Any] = {}
+    if elapsed_ms is not None and result is None:
+        usage = {"ttft_ms": elapsed_ms, "total_ms": elapsed_ms}
     if result is not None:
         usage = {
             "llm_model": result.model,
@@ -313,8 +340,8 @@ def _reply_store(
             "completion_tokens": result.completion_tokens,
             "tokens_estimated": result.tokens_estimated,
             "cost": result.cost,
-            "ttft_ms": result.ttft_ms,
-            "total_ms": result.total_ms,
+            "ttft_ms": _plus(result.ttft_ms, elapsed_ms),
+            "total_ms": _plus(result.total_ms, elapsed_ms),
         }
     fields = {
         "text": text,
@@ -335,6 +362,10 @@ def _reply_store(
             changes["needs_followup"] = True
         Conversation.objects.filter(pk=conversation_id).update(**changes)
     return reply_id
+
+
+def _plus(value: int | None, offset: int | None) -> int | None:
+    return None if value is None else value + (offset or 0)
 
 
 async def _placeholder_discard(reply_id: int | None) -> None:

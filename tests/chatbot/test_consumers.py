@@ -437,6 +437,7 @@ async def test_handoff_flags_the_conversation_and_answers_in_the_visitors_langua
     assert answer["type"] == "handoff.requested" and expected in answer["message"]
     conversation = await db(Conversation.objects.get, pk=welcome["conversation"])
     assert conversation.needs_followup is True
+    assert conversation.handoff_requested_at is not None  # replies before it were not deflections
 
 
 # --- rate limits and the queue -----------------------------------------------------------

@@ -100,6 +100,8 @@ async def test_a_knowledge_answer_is_acknowledged_then_sent_at_once(
         entry.pk,
         0.93,
     )
+    # Timed from the visitor's message: one moment, the whole answer at once.
+    assert reply.ttft_ms is not None and reply.ttft_ms == reply.total_ms
     assert fake.requests == []
 
 
@@ -133,6 +135,7 @@ async def test_an_llm_reply_streams_each_delta_as_it_arrives_and_is_stored_with_
     assert (reply.source, reply.status, reply.llm_model) == ("llm", "complete", "openai-test-model")
     assert reply.prompt_tokens and reply.completion_tokens
     assert reply.ttft_ms is not None and reply.total_ms is not None
+    assert reply.ttft_ms <= reply.total_ms
 
 
 async def test_an_llm_reply_with_references_reports_the_best_entry(
@@ -168,6 +171,8 @@ async def test_without_an_llm_the_fallback_is_sent_and_the_conversation_flagged(
     )
     conversation = await db(Conversation.objects.get, pk=welcome["conversation"])
     assert conversation.needs_followup is True
+    reply = await db(Message.objects.get, pk=frames[-1]["id"])
+    assert reply.ttft_ms is not None and reply.ttft_ms == reply.total_ms
     assert fake.requests == []
 
 
