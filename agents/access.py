@@ -18,6 +18,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 
+from agents.models import Assignment
 from chatbot.models import Bot, Conversation, Message
 
 View = Callable[..., HttpResponse]
@@ -41,15 +42,24 @@ def agent_required(view: View) -> View:
     return wrapper
 
 
-def visible_bots(user: Any) -> QuerySet[Bot]:
+def assigned_bot_ids(user: Any) -> list[int] | None:
+    """The bots an agent is restricted to, or None when they see every bot."""
     if user.is_superuser:
-        return Bot.objects.all()
-    assigned = Bot.objects.filter(agent_assignments__user=user)
-    return assigned if assigned.exists() else Bot.objects.all()
+        return None
+    ids = list(Assignment.objects.filter(user=user).values_list("bot_id", flat=True))
+    return ids or None
+
+
+def visible_bots(user: Any) -> QuerySet[Bot]:
+    ids = assigned_bot_ids(user)
+    return Bot.objects.all() if ids is None else Bot.objects.filter(pk__in=ids)
 
 
 def visible_conversations(user: Any) -> QuerySet[Conversation]:
-    return Conversation.objects.filter(bot__in=visible_bots(user))
+    # No bot filter at all when unrestricted: an always-true "bot_id IN (...)" would keep
+    # SQLite's planner off the last-activity index (the list page's sort).
+    ids = assigned_bot_ids(user)
+    return Conversation.objects.all() if ids is None else Conversation.objects.filter(bot_id__in=ids)
 
 
 def conversation_or_404(user: Any, pk: int) -> Conversation:

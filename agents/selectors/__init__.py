@@ -1,0 +1,1 @@
+"""Reads of the agent workspace, one module per page family."""
