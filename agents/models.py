@@ -92,3 +92,16 @@ class QuestionVector(models.Model):
 
     def __str__(self) -> str:
         return f"vector of message {self.message_id}"
+
+
+class Presence(models.Model):
+    """When an agent's live console last showed a sign of life (its socket connected or
+    pinged). Agents seen within AGENT_ONLINE_SECONDS are online for the visitors."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="presence"
+    )
+    last_seen = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.user} seen {self.last_seen:%Y-%m-%d %H:%M:%S}"

@@ -2,7 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from django.views.generic import RedirectView
 
-from agents.views import conversations, corrections, gaps, stats
+from agents.views import conversations, corrections, gaps, live, stats
 
 app_name = "agents"
 
@@ -26,4 +26,5 @@ urlpatterns = [
     path("messages/<int:pk>/correct/", corrections.correct, name="correct"),
     path("gaps/", gaps.gap_list, name="gaps"),
     path("stats/", stats.statistics, name="stats"),
+    path("live/", live.console, name="live"),
 ]

@@ -1,4 +1,4 @@
-"""Websocket close codes of the chat endpoint (4000-4999: the application's own range).
+"""Websocket close codes of the chat and agent endpoints (4000-4999: the application's own range).
 
 The server accepts the connection and then closes it with one of these, so that a browser
 client sees the code (a refused handshake only shows 1006). A client should not reconnect
@@ -8,13 +8,17 @@ after any of them: retrying cannot help.
 from __future__ import annotations
 
 UNKNOWN_BOT = 4001  # no bot has this public key
-ORIGIN_NOT_ALLOWED = 4003  # the page's origin is not among the bot's allowed origins
+ORIGIN_NOT_ALLOWED = (
+    4003  # the page's origin is not allowed (the bot's origins; the agent socket: this server)
+)
 BOT_INACTIVE = 4004  # the bot exists but is switched off
 FRAME_TOO_LARGE = 4008  # a frame was larger than CHAT_MAX_FRAME_BYTES
+AGENT_FORBIDDEN = 4010  # the agent socket: not signed in, or not an agent (staff or AGENT_GROUP)
 
 REASONS: dict[int, str] = {
     UNKNOWN_BOT: "unknown bot",
     ORIGIN_NOT_ALLOWED: "origin not allowed",
     BOT_INACTIVE: "bot inactive",
     FRAME_TOO_LARGE: "frame too large",
+    AGENT_FORBIDDEN: "agents only",
 }

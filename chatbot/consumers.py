@@ -4,6 +4,11 @@ Each frame is parsed (``chatbot.chat.frames``), handed to one service, and answe
 Replies run on one worker task per connection: a message that arrives during a reply waits
 in the connection's queue instead of interleaving with it. The ORM is only reached through
 ``database_sync_to_async`` and the reply pipeline's own thread hops.
+
+Live handoff: a request for a person (the ``handoff`` frame, or a message that asks for
+one) goes to ``chatbot.handoff``; the agents hear of it over the channel layer
+(``chatbot.chat.events``), and what agents do reaches every tab through the group
+``conversation.<id>``. A connection that asked times the wait (HANDOFF_WAIT_SECONDS).
 """
 
 from __future__ import annotations
@@ -13,25 +18,30 @@ import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.core.exceptions import ValidationError
 
 from chatbot import closecodes, ratelimit
-from chatbot.chat import access, frames
+from chatbot.chat import access, agent_frames, events, frames
 from chatbot.chat.frames import FrameError
-from chatbot.chat.relay import reply_relay
-from chatbot.models import Bot
-from chatbot.selectors import conversation_history
-from chatbot.services import (
-    conversation_current,
-    conversation_followup_request,
-    feedback_save,
-    visitor_resume_or_create,
+from chatbot.chat.handoff_phrases import asks_for_person
+from chatbot.chat.relay import reply_relay, visitor_message_relay
+from chatbot.handoff import (
+    handoff_expire,
+    handoff_expire_overdue,
+    handoff_request,
+    visitor_contact_save,
+    wait_remaining,
 )
+from chatbot.models import Bot, Conversation
+from chatbot.selectors import HandoffState, conversation_history, conversation_status, handoff_state
+from chatbot.services import conversation_current, feedback_save, visitor_resume_or_create
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +57,18 @@ class Session:
 
     @property
     def group(self) -> str:
-        return f"conversation.{self.conversation_id}"
+        return events.conversation_group(self.conversation_id)
 
 
-def session_welcome(
-    *, bot: Bot, hello: frames.Hello, user_agent: str, session: Session | None
-) -> tuple[Session, dict[str, Any]]:
+@dataclass
+class Welcome:
+    session: Session
+    frame: dict[str, Any]
+    handoff: HandoffState
+    expired: bool  # the conversation had waited for a person longer than the limit
+
+
+def session_welcome(*, bot: Bot, hello: frames.Hello, user_agent: str, session: Session | None) -> Welcome:
     """The session (resumed or new visitor, current conversation) and its ``welcome`` frame.
     A repeated hello keeps the connection's visitor and conversation."""
     if session is None:
@@ -63,10 +79,12 @@ def session_welcome(
         session = Session(visitor.uid, token, conversation.pk, hello.lang)
     elif hello.lang:
         session.lang = hello.lang
+    expired = handoff_expire_overdue(conversation_id=session.conversation_id)
+    state = handoff_state(conversation_id=session.conversation_id)
     history = conversation_history(
         conversation_id=session.conversation_id, limit=settings.CHAT_HISTORY_MESSAGES, after=hello.after
     )
-    return session, {
+    frame = {
         "type": "welcome",
         "visitor": session.token,
         "conversation": session.conversation_id,
@@ -74,7 +92,10 @@ def session_welcome(
         "greeting": bot.greeting,
         "name": bot.name,
         "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+        "status": state.status,
+        "agent": state.agent,
     }
+    return Welcome(session, frame, state, expired)
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -82,9 +103,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
     session: Session | None = None
     worker: asyncio.Task[None] | None = None
     pending = 0  # messages accepted and not yet answered, the one being answered included
+    wait_timer: asyncio.Task[None] | None = None
+    wait_since: datetime | None = None  # the start of the wait the timer is for
 
     async def connect(self) -> None:
         self.queue: asyncio.Queue[frames.Say] = asyncio.Queue()
+        self.typing_throttle = events.Throttle()
         key = self.scope["url_route"]["kwargs"]["key"]
         bot, refusal = await database_sync_to_async(access.bot_admit)(key=key, headers=self.scope["headers"])
         # Accept, then close: a browser sees the close code only on an accepted socket.
@@ -96,6 +120,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         self.bot = None
+        if self.wait_timer is not None:
+            self.wait_timer.cancel()
         if self.worker is not None:
             self.worker.cancel()  # a reply in progress keeps its text so far, marked partial
             with contextlib.suppress(asyncio.CancelledError):
@@ -143,21 +169,30 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.rate(frame)
         elif isinstance(frame, frames.Handoff):
             await self.handoff()
+        elif isinstance(frame, frames.Contact):
+            await self.contact(frame)
+        elif isinstance(frame, frames.Typing):
+            await self.typing()
         else:
             await self.send_frame({"type": "pong"})
 
     async def hello(self, hello: frames.Hello) -> None:
         assert self.bot is not None
         first = self.session is None
-        self.session, welcome = await database_sync_to_async(session_welcome)(
+        welcome = await database_sync_to_async(session_welcome)(
             bot=self.bot,
             hello=hello,
             user_agent=access.header(self.scope["headers"], b"user-agent") or "",
             session=self.session,
         )
+        self.session = welcome.session
         if first:
             await self.channel_layer.group_add(self.session.group, self.channel_name)
-        await self.send_frame(welcome)
+        await self.send_frame(welcome.frame)
+        if welcome.expired:
+            await self.wait_ended(welcome.handoff.bot_id)
+        elif welcome.handoff.status == Conversation.Status.WAITING_FOR_AGENT:
+            self.wait_start(welcome.handoff.waiting_since, welcome.handoff.bot_id)
 
     async def say(self, say: frames.Say) -> None:
         if self.pending > settings.CHAT_QUEUE_MAX:
@@ -183,13 +218,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         while True:
             say = await self.queue.get()
             try:
-                await reply_relay(
-                    conversation_id=self.session.conversation_id,
-                    text=say.text,
-                    client_id=say.client_id,
-                    to_self=self.send_frame,
-                    to_others=self.broadcast,
-                )
+                await self.answer(say)
             except Exception:  # e.g. the socket went away while an error was being sent
                 log.exception("chat worker of conversation %s", self.session.conversation_id)
             finally:
@@ -207,14 +236,91 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise FrameError(frames.NOT_FOUND, "There is no such reply in this conversation.")
         await self.send_frame({"type": "feedback.saved", "id": rate.reply_id})
 
+    async def answer(self, say: frames.Say) -> None:
+        """The bot's reply; or, when the message asks for a person, the handoff's answer."""
+        assert self.session is not None
+        relay = {
+            "conversation_id": self.session.conversation_id,
+            "text": say.text,
+            "client_id": say.client_id,
+            "to_self": self.send_frame,
+            "to_others": self.broadcast,
+            "to_agents": self.to_agents,
+        }
+        if not asks_for_person(say.text):
+            await reply_relay(**relay)
+        elif await visitor_message_relay(**relay) != Conversation.Status.WITH_AGENT:
+            await self.handoff()
+
     async def handoff(self) -> None:
         assert self.session is not None
-        await database_sync_to_async(conversation_followup_request)(
-            conversation_id=self.session.conversation_id
-        )
-        await self.send_frame(
-            {"type": "handoff.requested", "message": frames.handoff_text(self.session.lang)}
-        )
+        state = await database_sync_to_async(handoff_request)(conversation_id=self.session.conversation_id)
+        lang = self.session.lang
+        if state.status == Conversation.Status.WITH_AGENT:
+            await self.send_frame(frames.agent_joined(state.agent or "", lang))
+            return
+        if state.status == Conversation.Status.WAITING_FOR_AGENT:
+            assert state.position is not None
+            frame = frames.handoff_waiting(state.position, lang)
+            if state.queued:
+                await events.queue_changed(self.channel_layer, state.bot_id)
+            self.wait_start(state.waiting_since, state.bot_id)
+        else:
+            frame = frames.handoff_unavailable(lang)
+        await self.send_frame(frame)
+        await self.broadcast(frame)
+
+    def wait_start(self, since: datetime | None, bot_id: int) -> None:
+        """Time the wait for a person that began at ``since`` (once per wait)."""
+        if self.wait_timer is not None and not self.wait_timer.done():
+            if self.wait_since == since:
+                return
+            self.wait_timer.cancel()
+        self.wait_since = since
+        self.wait_timer = asyncio.create_task(self.wait_expire(since, bot_id))
+
+    async def wait_expire(self, since: datetime | None, bot_id: int) -> None:
+        assert self.session is not None
+        conversation_id = self.session.conversation_id
+        try:
+            await asyncio.sleep(wait_remaining(since))
+            expired = await database_sync_to_async(handoff_expire)(
+                conversation_id=conversation_id, waiting_since=since
+            )
+            if expired:
+                await self.wait_ended(bot_id)
+        except Exception:
+            log.exception("handoff wait of conversation %s", conversation_id)
+
+    async def wait_ended(self, bot_id: int) -> None:
+        """No agent took the conversation in time: every tab is told, the agents' queues shrink."""
+        assert self.session is not None
+        frame = frames.handoff_unavailable(self.session.lang, timed_out=True)
+        await events.to_visitor(self.channel_layer, self.session.conversation_id, frame)
+        await events.queue_changed(self.channel_layer, bot_id)
+
+    async def contact(self, contact: frames.Contact) -> None:
+        assert self.session is not None
+        try:
+            bot_id = await database_sync_to_async(visitor_contact_save)(
+                conversation_id=self.session.conversation_id, email=contact.email
+            )
+        except ValidationError:
+            raise FrameError(frames.BAD_EMAIL, "That is not an email address.") from None
+        await self.send_frame({"type": "contact.saved"})
+        await events.queue_changed(self.channel_layer, bot_id)  # the queue shows the address
+
+    async def typing(self) -> None:
+        """Relayed to the agents only while one has the conversation; else ignored."""
+        assert self.session is not None
+        if not self.typing_throttle.allow():
+            return
+        conversation_id = self.session.conversation_id
+        status = await database_sync_to_async(conversation_status)(conversation_id=conversation_id)
+        if status == Conversation.Status.WITH_AGENT:
+            await events.to_agents(
+                self.channel_layer, conversation_id, agent_frames.visitor_typing(conversation_id)
+            )
 
     def buckets(self) -> list[ratelimit.Bucket]:
         assert self.session is not None
@@ -238,6 +344,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.session.group, {"type": "chat.frame", "frame": frame, "sender": self.channel_name}
         )
 
+    async def to_agents(self, item: dict[str, Any]) -> None:
+        """A visitor message (history item) to the agents who have the conversation."""
+        assert self.session is not None
+        conversation_id = self.session.conversation_id
+        await events.to_agents(
+            self.channel_layer, conversation_id, agent_frames.visitor_message(conversation_id, item)
+        )
+
     async def chat_frame(self, event: dict[str, Any]) -> None:
         if event["sender"] != self.channel_name and self.bot is not None:
+            if event["frame"].get("type") == "agent.joined" and self.wait_timer is not None:
+                self.wait_timer.cancel()  # the wait is over
             await self.send_frame(event["frame"])

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from chatbot.models import Bot, Message
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import Q
+
+from chatbot.chat.frames import display_name
+from chatbot.models import Bot, Conversation, Message
 
 DEMO_BOT_NAME = "Demo shop assistant"
 
@@ -17,14 +23,44 @@ def bot_by_public_key(key: str) -> Bot | None:
 
 def conversation_history(*, conversation_id: int, limit: int, after: int | None = None) -> list[Message]:
     """What the visitor sees of a conversation: its newest ``limit`` messages (only those
-    after the message id ``after``, when given), oldest first. A reply still being written
-    (its row is reserved empty) is left out."""
+    after the message id ``after``, when given), oldest first, with the team's notices
+    (role system: who joined, left). A reply still being written (its row is reserved
+    empty) is left out."""
     if limit <= 0:
         return []
-    rows = Message.objects.filter(
-        conversation_id=conversation_id, role__in=[Message.Role.VISITOR, Message.Role.BOT, Message.Role.AGENT]
-    ).exclude(text="")
+    rows = Message.objects.filter(conversation_id=conversation_id).exclude(text="")
     if after is not None:
         rows = rows.filter(id__gt=after)
-    fields = ("id", "role", "text", "source", "status", "created_at")
-    return list(rows.order_by("-id").only(*fields)[:limit])[::-1]
+    return list(rows.select_related("author").order_by("-id")[:limit])[::-1]
+
+
+def conversation_status(*, conversation_id: int) -> str:
+    return Conversation.objects.filter(pk=conversation_id).values_list("status", flat=True).get()
+
+
+@dataclass(frozen=True)
+class HandoffState:
+    """Where a conversation stands with the team."""
+
+    status: str
+    bot_id: int
+    position: int | None = None  # waiting: 1 + the bot's conversations waiting since earlier
+    agent: str | None = None  # with_agent: the agent's display name
+    waiting_since: datetime | None = None
+    queued: bool = False  # a request has just put it in the queue
+
+
+def handoff_state(*, conversation_id: int) -> HandoffState:
+    conversation = Conversation.objects.select_related("assigned_agent").get(pk=conversation_id)
+    status = conversation.status
+    if status == Conversation.Status.WITH_AGENT and conversation.assigned_agent is not None:
+        return HandoffState(status, conversation.bot_id, agent=display_name(conversation.assigned_agent))
+    if status != Conversation.Status.WAITING_FOR_AGENT:
+        return HandoffState(status, conversation.bot_id)
+    since = conversation.handoff_requested_at
+    if since is None:  # never asked (set by hand): after everyone who did
+        earlier = Q(handoff_requested_at__isnull=False) | Q(pk__lt=conversation.pk)
+    else:
+        earlier = Q(handoff_requested_at__lt=since) | Q(handoff_requested_at=since, pk__lt=conversation.pk)
+    ahead = Conversation.objects.filter(earlier, bot_id=conversation.bot_id, status=status).count()
+    return HandoffState(status, conversation.bot_id, position=ahead + 1, waiting_since=since)

@@ -215,6 +215,12 @@ AGENT_GAP_SIMILARITY = env_float("AGENT_GAP_SIMILARITY", 0.75, minimum=0.0, maxi
 AGENT_GAP_MAX_QUESTIONS = env_int("AGENT_GAP_MAX_QUESTIONS", 5000, minimum=10)
 AGENT_STATS_DAYS = env_int("AGENT_STATS_DAYS", 30, minimum=1, maximum=365)
 
+# --- Live handoff (ws/agent/; README "The agent socket") ----------------------------
+# A visitor waiting this long for a person is told no one is free (the bot answers again).
+HANDOFF_WAIT_SECONDS = env_int("HANDOFF_WAIT_SECONDS", 120, minimum=5)
+# An agent whose console connected or pinged within this many seconds is online.
+AGENT_ONLINE_SECONDS = env_int("AGENT_ONLINE_SECONDS", 60, minimum=10)
+
 # --- Auth, i18n, static -----------------------------------------------------------
 LOGIN_URL = "agents:login"
 LOGIN_REDIRECT_URL = "agents:conversations"

@@ -1,5 +1,6 @@
 """Frames of the chat protocol: what a client may send, parsed into typed values (or a
-``FrameError`` with the protocol's error code), and the frames the server sends."""
+``FrameError`` with the protocol's error code), and the frames the server sends. The agent
+socket's own frames are in ``agent_frames``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from chatbot.chat import texts
 from chatbot.models import Message
 
 # Error codes (README "The chat protocol").
@@ -22,6 +24,9 @@ RATE_LIMITED = "rate_limited"
 NOT_FOUND = "not_found"
 LLM_UNAVAILABLE = "llm_unavailable"
 SERVER_ERROR = "server_error"
+BAD_EMAIL = "bad_email"
+
+MAX_EMAIL = 254
 
 MAX_CLIENT_ID = 100
 _LANGUAGE = re.compile(r"^[A-Za-z]{1,8}(?:[-_][A-Za-z0-9]{1,8})*$")
@@ -58,19 +63,33 @@ class Handoff:
     pass
 
 
-ClientFrame = Hello | Say | Rate | Ping | Handoff
+@dataclass(frozen=True)
+class Contact:
+    email: str  # trimmed; validated by the service
+
+
+@dataclass(frozen=True)
+class Typing:
+    pass
+
+
+ClientFrame = Hello | Say | Rate | Ping | Handoff | Contact | Typing
 BEFORE_HELLO = (Hello, Ping)
 
 
 class FrameError(Exception):
-    def __init__(self, code: str, message: str, client_id: str | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, client_id: str | None = None, *, conversation: int | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.client_id = client_id
+        self.conversation = conversation  # the agent socket names the conversation concerned
 
     def frame(self) -> dict[str, Any]:
-        return error(self.code, self.message, self.client_id)
+        extra = {} if self.conversation is None else {"conversation": self.conversation}
+        return error(self.code, self.message, self.client_id, **extra)
 
 
 def frame_parse(raw: str, *, max_chars: int) -> ClientFrame:
@@ -90,13 +109,13 @@ def frame_parse(raw: str, *, max_chars: int) -> ClientFrame:
 def _client_id(data: dict[str, Any], *, strict: bool = True) -> str | None:
     value = data.get("client_id")
     if value is None or (isinstance(value, str) and len(value) <= MAX_CLIENT_ID):
-        return value if value is None else _clean(value)
+        return value if value is None else clean(value)
     if strict:
         raise FrameError(INVALID, f"client_id must be a string of at most {MAX_CLIENT_ID} characters.")
     return None
 
 
-def _clean(text: str) -> str:
+def clean(text: str) -> str:
     # Lone surrogates can't be encoded (nor stored), and PostgreSQL refuses NUL characters.
     return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
 
@@ -107,23 +126,28 @@ def _hello(data: dict[str, Any], max_chars: int) -> Hello:
     after = data.get("after")
     return Hello(
         visitor=data.get("visitor"),
-        page=_clean(page) if isinstance(page, str) and page.startswith(("http://", "https://")) else "",
+        page=clean(page) if isinstance(page, str) and page.startswith(("http://", "https://")) else "",
         lang=lang if isinstance(lang, str) and _LANGUAGE.match(lang) and len(lang) <= 16 else "",
         after=after if isinstance(after, int) and not isinstance(after, bool) and after >= 0 else None,
     )
 
 
-def _say(data: dict[str, Any], max_chars: int) -> Say:
-    client_id = _client_id(data)
+def text_parse(data: dict[str, Any], *, max_chars: int, client_id: str | None) -> str:
+    """A message's ``text``: trimmed, storable, not empty, at most ``max_chars``."""
     text = data.get("text")
     if not isinstance(text, str):
         raise FrameError(INVALID, "text must be a string.", client_id)
-    text = _clean(text).strip()
+    text = clean(text).strip()
     if not text:
         raise FrameError(EMPTY, "The message is empty.", client_id)
     if len(text) > max_chars:
         raise FrameError(TOO_LONG, f"The message is longer than {max_chars} characters.", client_id)
-    return Say(text=text, client_id=client_id)
+    return text
+
+
+def _say(data: dict[str, Any], max_chars: int) -> Say:
+    client_id = _client_id(data)
+    return Say(text=text_parse(data, max_chars=max_chars, client_id=client_id), client_id=client_id)
 
 
 def _rate(data: dict[str, Any], max_chars: int) -> Rate:
@@ -136,10 +160,17 @@ def _rate(data: dict[str, Any], max_chars: int) -> Rate:
         raise FrameError(INVALID, 'rating must be "up" or "down".')
     if comment is not None and not isinstance(comment, str):
         raise FrameError(INVALID, "comment must be a string.")
-    comment = _clean(comment or "").strip()
+    comment = clean(comment or "").strip()
     if len(comment) > max_chars:
         raise FrameError(TOO_LONG, f"The comment is longer than {max_chars} characters.")
     return Rate(reply_id=reply_id, rating=rating, comment=comment)
+
+
+def _contact(data: dict[str, Any], max_chars: int) -> Contact:
+    email = data.get("email")
+    if not isinstance(email, str) or not email.strip() or len(email.strip()) > MAX_EMAIL:
+        raise FrameError(BAD_EMAIL, f"email must be an email address of at most {MAX_EMAIL} characters.")
+    return Contact(email=clean(email).strip())
 
 
 _PARSERS = {
@@ -148,6 +179,8 @@ _PARSERS = {
     "feedback": _rate,
     "ping": lambda data, max_chars: Ping(),
     "handoff": lambda data, max_chars: Handoff(),
+    "contact": _contact,
+    "typing": lambda data, max_chars: Typing(),
 }
 
 
@@ -158,9 +191,15 @@ def error(code: str, message: str, client_id: str | None = None, **extra: Any) -
     return {"type": "error", "code": code, "message": message, "client_id": client_id, **extra}
 
 
+def display_name(user: Any) -> str:
+    """How a person from the team is named to visitors and other agents."""
+    return user.get_full_name() or user.get_username()
+
+
 def message_item(message: Message) -> dict[str, Any]:
-    """A stored message as the history (and other tabs) see it."""
-    return {
+    """A stored message as the history (and other tabs, and agents) see it. An agent's
+    message also names its author (``author`` should be selected with the message)."""
+    item = {
         "id": message.pk,
         "role": message.role,
         "text": message.text,
@@ -168,20 +207,52 @@ def message_item(message: Message) -> dict[str, Any]:
         "status": message.status,
         "created": message.created_at.isoformat(),
     }
+    if message.role == Message.Role.AGENT:
+        item["agent"] = display_name(message.author) if message.author_id else None
+    return item
 
 
 def encode(frame: dict[str, Any]) -> str:
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 
 
-HANDOFF_TEXTS = {
-    "en": (
-        "No one is available to chat live yet. We have passed this conversation on to our team, "
-        "and they will follow up."
-    ),
-    "zh": "目前还没有人工客服在线。我们已把这段对话转给团队，他们会跟进处理。",
-}
+# --- Live handoff (README "The chat protocol": handoff, contact, typing) ----------------
 
 
-def handoff_text(lang: str) -> str:
-    return HANDOFF_TEXTS.get(lang.lower()[:2], HANDOFF_TEXTS["en"])
+def handoff_waiting(position: int, lang: str) -> dict[str, Any]:
+    return {
+        "type": "handoff.waiting",
+        "position": position,
+        "message": texts.text("waiting", lang, position=position),
+    }
+
+
+def handoff_unavailable(lang: str, *, timed_out: bool = False) -> dict[str, Any]:
+    message = texts.text("timed_out" if timed_out else "unavailable", lang)
+    return {"type": "handoff.unavailable", "message": message, "ask_email": True}
+
+
+def _with_id(frame: dict[str, Any], notice_id: int | None) -> dict[str, Any]:
+    # The stored notice's id: a client that resyncs from history shows the notice once.
+    return frame if notice_id is None else {**frame, "id": notice_id}
+
+
+def agent_joined(agent: str, lang: str, notice_id: int | None = None) -> dict[str, Any]:
+    frame = {"type": "agent.joined", "agent": agent, "message": texts.text("joined", lang, agent=agent)}
+    return _with_id(frame, notice_id)
+
+
+def agent_left(agent: str, reason: str, lang: str, notice_id: int | None = None) -> dict[str, Any]:
+    """``reason``: ``bot`` (handed back to the assistant) or ``closed``."""
+    message = texts.text(f"left.{reason}", lang, agent=agent)
+    return _with_id({"type": "agent.left", "agent": agent, "reason": reason, "message": message}, notice_id)
+
+
+def agent_message(message: Message, agent: str) -> dict[str, Any]:
+    return {
+        "type": "agent.message",
+        "id": message.pk,
+        "text": message.text,
+        "agent": agent,
+        "created": message.created_at.isoformat(),
+    }

@@ -1,4 +1,6 @@
 """Relay one reply from the pipeline (``chatbot.replying.reply_stream``) to the websocket.
+While an agent has the conversation the bot stays silent: the visitor's message is
+acknowledged and passed on to the agents instead (``to_agents``).
 
 The connection that sent the message gets every frame directly, so the streaming path has
 no channel-layer hop; the conversation's other connections (the visitor's other tabs) get
@@ -20,11 +22,12 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
-from channels.db import aclose_old_connections
+from channels.db import aclose_old_connections, database_sync_to_async
 from django.utils import timezone
 
 from chatbot.chat import frames
-from chatbot.models import Message
+from chatbot.handoff import visitor_message_store
+from chatbot.models import Conversation, Message
 from chatbot.replying import NO_LLM, ReplyDelta, ReplyEnd, ReplyEvent, ReplyStart, reply_stream
 
 log = logging.getLogger(__name__)
@@ -44,11 +47,17 @@ def conversation_lock(conversation_id: int) -> asyncio.Lock:
     return lock
 
 
+async def _nobody(item: dict[str, Any]) -> None:
+    pass
+
+
 @dataclass
 class _Reply:
     client_id: str | None
     to_self: Send
     to_others: Send
+    to_agents: Send = _nobody
+    visitor_message_id: int | None = None
     reply_id: int | None = None
     source: str = ""
     parts: list[str] = field(default_factory=list)
@@ -75,11 +84,19 @@ class _Reply:
 
 
 async def reply_relay(
-    *, conversation_id: int, text: str, client_id: str | None, to_self: Send, to_others: Send
+    *,
+    conversation_id: int,
+    text: str,
+    client_id: str | None,
+    to_self: Send,
+    to_others: Send,
+    to_agents: Send = _nobody,
 ) -> None:
     """Store and answer one visitor message, sending ``ack``, ``reply.start``,
-    ``reply.delta``s and ``reply.end`` (and an ``error`` when the LLM failed)."""
-    reply = _Reply(client_id, to_self, to_others)
+    ``reply.delta``s and ``reply.end`` (and an ``error`` when the LLM failed). While an
+    agent has the conversation: only the ``ack``, and the message (a history item) goes
+    ``to_agents``."""
+    reply = _Reply(client_id, to_self, to_others, to_agents)
     try:
         stream = reply_stream(conversation_id=conversation_id, text=text)
         async with conversation_lock(conversation_id), aclosing(stream) as events:
@@ -105,8 +122,11 @@ async def reply_relay(
 async def _relay(reply: _Reply, event: ReplyEvent, text: str) -> None:
     if isinstance(event, ReplyStart):
         reply.reply_id = event.reply_id
+        reply.visitor_message_id = event.visitor_message_id
         await reply.to_self({"type": "ack", "client_id": reply.client_id, "id": event.visitor_message_id})
-        await reply.to_others(_visitor_echo(event.visitor_message_id, text))
+        await reply.to_others({"type": "message", **_visitor_item(event.visitor_message_id, text)})
+    elif isinstance(event, ReplyEnd) and event.message_id is None and reply.visitor_message_id is not None:
+        await reply.to_agents(_visitor_item(reply.visitor_message_id, text))
     elif isinstance(event, ReplyDelta):
         if not reply.source:
             await _start(reply, event.source or Message.Source.LLM)
@@ -151,9 +171,26 @@ def _llm_problem(end: ReplyEnd) -> str:
     return ""
 
 
-def _visitor_echo(message_id: int, text: str) -> dict[str, Any]:
+async def visitor_message_relay(
+    *, conversation_id: int, text: str, client_id: str | None, to_self: Send, to_others: Send, to_agents: Send
+) -> str:
+    """Store a visitor message the bot is not to answer (it asks for a person), send its
+    ``ack`` and pass it to the other tabs (and to the agents, when one has the
+    conversation). Returns the conversation's status."""
+    async with conversation_lock(conversation_id):
+        message, status = await database_sync_to_async(visitor_message_store)(
+            conversation_id=conversation_id, text=text
+        )
+    await to_self({"type": "ack", "client_id": client_id, "id": message.pk})
+    item = frames.message_item(message)
+    await to_others({"type": "message", **item})
+    if status == Conversation.Status.WITH_AGENT:
+        await to_agents(item)
+    return status
+
+
+def _visitor_item(message_id: int, text: str) -> dict[str, Any]:
     return {
-        "type": "message",
         "id": message_id,
         "role": Message.Role.VISITOR,
         "text": text,

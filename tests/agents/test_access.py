@@ -50,6 +50,7 @@ def urls(setting: dict[str, Any]) -> list[tuple[str, str]]:
         ("post", reverse("agents:correct", args=[reply])),
         ("get", reverse("agents:gaps")),
         ("get", reverse("agents:stats")),
+        ("get", reverse("agents:live")),
     ]
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 
-from chatbot.chat.frames import handoff_text
-from chatbot.models import Conversation, Feedback, Message
+from chatbot.chat.texts import text as server_text
+from chatbot.models import Conversation, Feedback, Message, Visitor
 from knowledge.services import entries_embed, entry_upsert
 from tests.browser.widget import ROOT_JS, Widget, demo_bot_for
 
@@ -186,8 +186,11 @@ async def test_it_speaks_chinese_when_the_page_or_the_tag_says_so(
 
     assert "快递单号" in answer
     await page.locator("chatbot-widget .human").click()
-    await page.locator("chatbot-widget .row.system").wait_for(timeout=10_000)
-    assert await page.locator("chatbot-widget .row.system").inner_text() == handoff_text("zh")
+    # No one from the team is online: the server says so in Chinese, and asks for an address.
+    note = page.locator("chatbot-widget .row.system .bubble")
+    await note.wait_for(timeout=10_000)
+    assert await note.inner_text() == server_text("unavailable", "zh")
+    assert await page.locator("chatbot-widget .mail input").get_attribute("placeholder") == "您的邮箱"
     if how == "data-lang":
         await page.screenshot(path=str(artifacts / "widget-zh.png"))
 
@@ -235,10 +238,20 @@ async def test_it_sends_feedback_and_asks_for_a_person(live_server_process: Any,
     assert feedback == [{"message_id": int(await reply.get_attribute("data-id")), "rating": "down"}]
 
     await page.locator("chatbot-widget .human").click()
-    note = page.locator("chatbot-widget .row.system")
+    note = page.locator("chatbot-widget .row.system .bubble")
     await note.wait_for(timeout=10_000)
-    assert await note.inner_text() == handoff_text("en")
+    # No one from the team is online: the visitor may leave an email address.
+    assert await note.inner_text() == server_text("unavailable", "en")
     assert await sync_to_async(Conversation.objects.filter(needs_followup=True).count)() == 1
+    email = page.locator("chatbot-widget .mail input[type=email]")
+    await email.fill("ada@example.com")
+    await email.press("Enter")
+    thanks = page.locator("chatbot-widget .row.system .bubble", has_text="reply by email")
+    await thanks.wait_for(timeout=10_000)
+    assert await page.locator("chatbot-widget .mail").count() == 0
+    assert await sync_to_async(lambda: list(Visitor.objects.values_list("email", flat=True)))() == [
+        "ada@example.com"
+    ]
 
 
 async def test_it_is_a_polite_guest_on_the_page(live_server_process: Any, page: Any) -> None:

@@ -4,6 +4,7 @@ The widget lives in an open shadow root: Playwright's CSS locators pierce it, an
 scripts reach it through ``document.querySelector('chatbot-widget').shadowRoot``. The host
 element's ``data-state`` is the connection state (connecting, online, offline, refused);
 a reply row gets ``data-status`` (complete, partial, failed) when its ``reply.end`` arrives.
+A visitor row gets ``data-id`` once the server has acknowledged (stored) it.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ class Widget:
         self.input = page.locator("chatbot-widget textarea")
         self.replies = page.locator("chatbot-widget .row.bot[data-status]")
         self.visitor_rows = page.locator("chatbot-widget .row.visitor")
+        # Live handoff: a person's bubbles, notices (joined, left, none free), the queue line.
+        self.agent_rows = page.locator("chatbot-widget .row.agent")
+        self.notices = page.locator("chatbot-widget .row.system .bubble")
+        self.wait_line = page.locator("chatbot-widget .wait")
+        self.typing = page.locator("chatbot-widget .typing")
 
     async def open(self) -> None:
         await self.launcher.click()
@@ -82,3 +88,17 @@ class Widget:
 
     async def state(self) -> str:
         return await self.page.evaluate("document.querySelector('chatbot-widget').dataset.state")
+
+    async def wait_notice(self, text: str, wait_ms: float = 10_000) -> str:
+        """The first notice (system line) containing ``text``, once shown; its whole text."""
+        notice = self.notices.filter(has_text=text).first
+        await notice.wait_for(timeout=wait_ms)
+        return await notice.inner_text()
+
+    async def wait_acked(self, count: int, wait_ms: float = 10_000) -> None:
+        """Until ``count`` of the visitor's messages are acknowledged (stored)."""
+        await self.page.wait_for_function(
+            f"n => {ROOT_JS}.querySelectorAll('.row.visitor[data-id]').length >= n",
+            arg=count,
+            timeout=wait_ms,
+        )

@@ -16,6 +16,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import User
 from django.core.cache import cache
 
 from chatbot import closecodes
@@ -187,6 +188,8 @@ async def test_a_new_visitor_gets_a_token_a_conversation_and_the_greeting() -> N
         "greeting": "Welcome to Maple Nook!",
         "name": bot.name,
         "max_chars": 2000,
+        "status": "open",
+        "agent": None,
     }
     assert isinstance(welcome["visitor"], str) and str(visitor.uid) not in welcome["visitor"].split(":")[0]
     assert (visitor.bot_id, visitor.language, visitor.page_url, visitor.user_agent) == (
@@ -205,7 +208,10 @@ async def test_a_returning_visitor_resumes_their_conversation_with_its_history()
     answer = await db(
         make_message, conversation, role="bot", text="Yes, to the EU.", source="knowledge", status="complete"
     )
-    await db(make_message, conversation, role="system", text="internal note")
+    await db(make_message, conversation, role="bot", text="", source="llm", status="failed")  # reserved
+    notice = await db(make_message, conversation, role="system", text="Ann joined the conversation.")
+    ann = await db(User.objects.create_user, username="ann", first_name="Ann", last_name="Lee")
+    said = await db(make_message, conversation, role="agent", text="Hi!", source="agent", author=ann)
     visitor = await db(Visitor.objects.get)
     token = visitor_token_sign(bot=bot, uid=visitor.uid)
     async with connected(bot) as comm:
@@ -227,6 +233,23 @@ async def test_a_returning_visitor_resumes_their_conversation_with_its_history()
             "source": "knowledge",
             "status": "complete",
             "created": answer.created_at.isoformat(),
+        },
+        {
+            "id": notice.pk,
+            "role": "system",
+            "text": "Ann joined the conversation.",
+            "source": "",
+            "status": "complete",
+            "created": notice.created_at.isoformat(),
+        },
+        {
+            "id": said.pk,
+            "role": "agent",
+            "text": "Hi!",
+            "source": "agent",
+            "status": "complete",
+            "created": said.created_at.isoformat(),
+            "agent": "Ann Lee",
         },
     ]
     assert await db(Visitor.objects.count) == 1
@@ -419,25 +442,6 @@ async def test_a_malformed_feedback_is_refused(frame: dict[str, Any], code: str)
         await hello(comm)
         await send(comm, type="feedback", **frame)
         assert (await recv(comm))["code"] == code
-
-
-# --- handoff --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("lang", "expected"), [("en", "No one is available"), ("zh-CN", "人工客服")])
-async def test_handoff_flags_the_conversation_and_answers_in_the_visitors_language(
-    lang: str, expected: str
-) -> None:
-    bot = await db(make_bot)
-    async with connected(bot) as comm:
-        await send(comm, type="hello", visitor=None, lang=lang)
-        welcome = await recv(comm)
-        await send(comm, type="handoff")
-        answer = await recv(comm)
-    assert answer["type"] == "handoff.requested" and expected in answer["message"]
-    conversation = await db(Conversation.objects.get, pk=welcome["conversation"])
-    assert conversation.needs_followup is True
-    assert conversation.handoff_requested_at is not None  # replies before it were not deflections
 
 
 # --- rate limits and the queue -----------------------------------------------------------

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from chatbot.chat.frames import FrameError, Hello, Rate, Say, encode, frame_parse, handoff_text
+from chatbot.chat import frames
+from chatbot.chat.frames import Contact, FrameError, Hello, Rate, Say, Typing, encode, frame_parse
 
 
 def parse(frame: dict[str, Any] | str, max_chars: int = 20) -> Any:
@@ -88,7 +89,37 @@ def test_an_error_keeps_the_client_id_of_the_message() -> None:
 
 
 @pytest.mark.parametrize(
-    ("lang", "word"), [("en", "team"), ("zh", "团队"), ("zh-TW", "团队"), ("fr", "team"), ("", "team")]
+    ("lang", "word"), [("en", "team"), ("zh", "客服"), ("zh-TW", "客服"), ("fr", "team"), ("", "team")]
 )
-def test_the_handoff_text_follows_the_language(lang: str, word: str) -> None:
-    assert word in handoff_text(lang)
+def test_the_handoff_texts_follow_the_language(lang: str, word: str) -> None:
+    assert word in frames.handoff_unavailable(lang)["message"]
+    assert word in frames.handoff_unavailable(lang, timed_out=True)["message"]
+    assert "3" in frames.handoff_waiting(3, lang)["message"]
+
+
+def test_agent_notices_name_the_agent_in_the_visitors_language() -> None:
+    assert frames.agent_joined("Ann", "en") == {
+        "type": "agent.joined",
+        "agent": "Ann",
+        "message": "Ann joined the conversation.",
+    }
+    left = frames.agent_left("Ann", "bot", "zh-CN")
+    assert (left["type"], left["agent"], left["reason"]) == ("agent.left", "Ann", "bot")
+    assert "Ann" in left["message"] and "助手" in left["message"]
+    assert frames.agent_left("Ann", "closed", "en")["message"] == "Ann closed the conversation."
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        ({"type": "contact", "email": " ann@example.com "}, Contact("ann@example.com")),
+        ({"type": "typing"}, Typing()),
+    ],
+)
+def test_contact_and_typing_frames(frame: dict[str, Any], expected: Any) -> None:
+    assert parse(frame) == expected
+
+
+@pytest.mark.parametrize("email", [None, 5, "", "   ", "a" * 250 + "@x.io"])
+def test_a_contact_without_a_plausible_address_is_bad_email(email: Any) -> None:
+    assert code_of({"type": "contact", "email": email}) == "bad_email"
