@@ -30,7 +30,7 @@ from django.core.exceptions import ValidationError
 from chatbot import closecodes, ratelimit
 from chatbot.chat import access, agent_frames, events, frames
 from chatbot.chat.frames import FrameError
-from chatbot.chat.handoff_phrases import asks_for_person
+from chatbot.chat.handoff_phrases import accepts_offer, asks_for_person
 from chatbot.chat.relay import reply_relay, visitor_message_relay
 from chatbot.handoff import (
     handoff_expire,
@@ -105,6 +105,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
     pending = 0  # messages accepted and not yet answered, the one being answered included
     wait_timer: asyncio.Task[None] | None = None
     wait_since: datetime | None = None  # the start of the wait the timer is for
+    # The last reply on this connection was the fallback, which offers a person: a plain
+    # "yes" / "好的" next takes the offer.
+    person_offered = False
 
     async def connect(self) -> None:
         self.queue: asyncio.Queue[frames.Say] = asyncio.Queue()
@@ -243,11 +246,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
             "conversation_id": self.session.conversation_id,
             "text": say.text,
             "client_id": say.client_id,
-            "to_self": self.send_frame,
+            "to_self": self.send_reply_frame,
             "to_others": self.broadcast,
             "to_agents": self.to_agents,
         }
-        if not asks_for_person(say.text):
+        offered, self.person_offered = self.person_offered, False
+        if not (asks_for_person(say.text) or (offered and accepts_offer(say.text))):
             await reply_relay(**relay)
         elif await visitor_message_relay(**relay) != Conversation.Status.WITH_AGENT:
             await self.handoff()
@@ -336,6 +340,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
         await self.send(text_data=frames.encode(frame))
+
+    async def send_reply_frame(self, frame: dict[str, Any]) -> None:
+        if frame.get("type") == "reply.end":
+            self.person_offered = frame.get("source") == "fallback"
+        await self.send_frame(frame)
 
     async def broadcast(self, frame: dict[str, Any]) -> None:
         """To the conversation's other connections (the visitor's other tabs)."""

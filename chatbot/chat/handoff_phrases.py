@@ -32,6 +32,11 @@ _WHOLE = re.compile(
 )
 # "人工智能" is artificial intelligence, "真人秀" a reality show: not requests.
 _CHINESE = re.compile(r"人工(?!智能)|真人(?!秀|版)")
+# A plain yes to the fallback reply's "Would you like to talk to a person?".
+_YES = re.compile(
+    r"^(?:(?:yes|yeah|yep|yup|sure|ok|okay|please|y)(?:\s+(?:please|thanks|thank you|sure))?"
+    r"|好|好的|好啊|好吧|是|是的|要|需要|可以|嗯|嗯嗯|行)$"
+)
 _PUNCTUATION = re.compile(r"[^\w\s']+")
 _SPACES = re.compile(r"\s+")
 
@@ -44,3 +49,9 @@ def asks_for_person(text: str) -> bool:
         return True
     words = _SPACES.sub(" ", _PUNCTUATION.sub(" ", plain)).strip()
     return bool(_WHOLE.match(words))
+
+
+def accepts_offer(text: str) -> bool:
+    """A short yes, as the answer to an offer of a person (only meaningful right after one)."""
+    plain = text.lower().replace("\u2019", "'")
+    return bool(_YES.match(_SPACES.sub(" ", _PUNCTUATION.sub(" ", plain)).strip()))

@@ -196,3 +196,33 @@ async def test_asking_again_while_an_agent_has_the_conversation_names_the_agent(
         assert (await recv(comm))["type"] == "ack"
         assert await comm.receive_nothing(timeout=QUIET)
     assert (await db(Conversation.objects.get)).status == "with_agent"
+
+
+async def test_a_yes_right_after_the_fallback_takes_its_offer_of_a_person(settings: Any, kb: StandIn) -> None:
+    settings.LLM_PROVIDER = ""  # no LLM: unanswered questions get the fallback, which offers a person
+    bot = await db(make_bot)
+    await db(agent_online)
+    async with connected(bot) as comm:
+        conversation = (await hello(comm))["conversation"]
+        await send(comm, type="message", text="My sofa arrived broken", client_id="c1")
+        assert (await until(comm, "reply.end"))[-1]["source"] == "fallback"
+        await send(comm, type="message", text="Yes please!", client_id="c2")
+        ack, waiting = await recv(comm), await recv(comm)
+        await silent(comm)  # no reply.* for the yes
+    assert (ack["type"], ack["client_id"]) == ("ack", "c2")
+    assert (waiting["type"], waiting["position"]) == ("handoff.waiting", 1)
+    assert [row[0] for row in await db(rows, conversation)] == ["visitor", "bot", "visitor"]
+
+
+async def test_a_yes_after_any_other_reply_is_an_ordinary_message(kb: StandIn) -> None:
+    bot = await db(make_bot)
+    entry = await db(Entry.objects.create, bot=bot, question="Sofa?", answer="Our sofas ship in 5 days.")
+    kb.result = MatchResult("answer", [Candidate(entry.pk, entry.question, entry.answer, 0.9)])
+    await db(agent_online)
+    async with connected(bot) as comm:
+        await hello(comm)
+        await send(comm, type="message", text="When does a sofa ship?", client_id="c1")
+        await until(comm, "reply.end")
+        await send(comm, type="message", text="yes", client_id="c2")
+        assert (await until(comm, "reply.end"))[-1]["source"] == "knowledge"
+    assert (await db(Conversation.objects.get)).status == "open"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatbot.chat.handoff_phrases import asks_for_person
+from chatbot.chat.handoff_phrases import accepts_offer, asks_for_person
 
 
 @pytest.mark.parametrize(
@@ -57,3 +57,23 @@ def test_it_recognises_a_request_for_a_person(text: str) -> None:
 )
 def test_it_leaves_other_questions_to_the_bot(text: str) -> None:
     assert asks_for_person(text) is False
+
+
+@pytest.mark.parametrize(
+    ("text", "accepted"),
+    [
+        ("yes", True),
+        ("Yes please!", True),
+        ("ok", True),
+        ("sure, thanks", True),
+        ("好的", True),
+        ("好的。", True),
+        ("嗯", True),
+        ("no", False),
+        ("yes, my order is late", False),
+        ("好的谢谢你们的服务很好", False),
+        ("not now", False),
+    ],
+)
+def test_it_takes_only_a_plain_yes_as_accepting_the_offer_of_a_person(text: str, accepted: bool) -> None:
+    assert accepts_offer(text) is accepted
