@@ -122,10 +122,17 @@ def _gap_rows(*, bots: QuerySet[Bot], since: datetime) -> QuerySet[Message]:
 def gap_questions(
     *, user: Any, days: int, bot: Bot | None = None, limit: int | None = None, now: datetime | None = None
 ) -> list[GapQuestion]:
-    """The newest ``limit`` gap questions of the last ``days`` days, in one query."""
+    """The newest ``limit`` gap questions of the last ``days`` days that ``user`` may see."""
     bots = visible_bots(user)
     if bot is not None:
         bots = bots.filter(pk=bot.pk)
+    return gap_questions_of(bots=bots, days=days, limit=limit, now=now)
+
+
+def gap_questions_of(
+    *, bots: QuerySet[Bot], days: int, limit: int | None = None, now: datetime | None = None
+) -> list[GapQuestion]:
+    """The newest ``limit`` gap questions of these bots of the last ``days`` days, in one query."""
     since = (now or timezone.now()) - timedelta(days=days)
     rows = (
         _gap_rows(bots=bots, since=since)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from io import StringIO
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
@@ -249,3 +251,18 @@ def test_it_links_each_cluster_to_a_prefilled_correction_that_closes_the_gap(sho
     assert b"now covered: 1 cluster" in after.content
     assert [c.typical for c in after.context["report"].clusters] == [PARCEL[0], UNRELATED]
     assert after.context["report"].total_questions == 5  # the corrected reply's question is gone
+
+
+def test_the_gap_vectors_command_embeds_only_what_is_missing() -> None:
+    conversation = make_conversation(make_bot())
+    ask(conversation, "Do you sell gift cards?")
+    ask(conversation, "Can I pay in instalments?", source=Message.Source.LLM)
+    ask(conversation, "Old question", days_ago=40)  # outside the 30 days asked for
+    ask(conversation, "Where is my order?", source=Message.Source.KNOWLEDGE)  # answered: no gap
+    out = StringIO()
+    call_command("gap_vectors", "--days", "30", stdout=out)
+    assert "2 gap questions of the last 30 days; 2 newly embedded." in out.getvalue()
+    stored = QuestionVector.objects.values_list("message__text", flat=True)
+    assert sorted(stored) == ["Can I pay in instalments?", "Do you sell gift cards?"]
+    call_command("gap_vectors", "--days", "30", stdout=(again := StringIO()))
+    assert "0 newly embedded" in again.getvalue() and QuestionVector.objects.count() == 2
