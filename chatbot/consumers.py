@@ -34,13 +34,13 @@ from chatbot.chat.handoff_phrases import accepts_offer, asks_for_person
 from chatbot.chat.relay import reply_relay, visitor_message_relay
 from chatbot.handoff import (
     handoff_expire,
-    handoff_expire_overdue,
     handoff_request,
+    handoff_state_current,
     visitor_contact_save,
     wait_remaining,
 )
 from chatbot.models import Bot, Conversation
-from chatbot.selectors import HandoffState, conversation_history, conversation_status, handoff_state
+from chatbot.selectors import HandoffState, conversation_history, conversation_status
 from chatbot.services import conversation_current, feedback_save, visitor_resume_or_create
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,7 @@ def session_welcome(*, bot: Bot, hello: frames.Hello, user_agent: str, session: 
         session = Session(visitor.uid, token, conversation.pk, hello.lang)
     elif hello.lang:
         session.lang = hello.lang
-    expired = handoff_expire_overdue(conversation_id=session.conversation_id)
-    state = handoff_state(conversation_id=session.conversation_id)
+    state, expired = handoff_state_current(conversation_id=session.conversation_id)
     history = conversation_history(
         conversation_id=session.conversation_id, limit=settings.CHAT_HISTORY_MESSAGES, after=hello.after
     )

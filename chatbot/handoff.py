@@ -16,7 +16,7 @@ from django.utils import timezone
 from agents.live import agents_online
 from chatbot.models import Conversation, Message, Visitor
 from chatbot.selectors import HandoffState, handoff_state
-from chatbot.services import conversation_followup_request, conversation_set_status
+from chatbot.services import conversation_followup_request, conversation_set_status, visitor_message_add
 
 Status = Conversation.Status
 MAX_EMAIL = 254
@@ -62,12 +62,14 @@ def handoff_expire(*, conversation_id: int, waiting_since: datetime | None) -> b
     return True
 
 
-def handoff_expire_overdue(*, conversation_id: int) -> bool:
-    """``handoff_expire`` for a conversation that has waited longer than the limit."""
+def handoff_state_current(*, conversation_id: int) -> tuple[HandoffState, bool]:
+    """The conversation's handoff state, after ending a wait that has passed the limit
+    (``handoff_expire``); True when this call ended it."""
     state = handoff_state(conversation_id=conversation_id)
     if state.status != Status.WAITING_FOR_AGENT or wait_remaining(state.waiting_since) > 0:
-        return False
-    return handoff_expire(conversation_id=conversation_id, waiting_since=state.waiting_since)
+        return state, False
+    expired = handoff_expire(conversation_id=conversation_id, waiting_since=state.waiting_since)
+    return handoff_state(conversation_id=conversation_id), expired
 
 
 def visitor_contact_save(*, conversation_id: int, email: str) -> int:
@@ -90,11 +92,5 @@ def visitor_message_store(*, conversation_id: int, text: str) -> tuple[Message, 
     """Store a visitor's message that the bot will not answer; returns it and the
     conversation's status (a closed conversation reopens, as with any message)."""
     conversation = Conversation.objects.get(pk=conversation_id)
-    if conversation.status == Status.CLOSED:
-        conversation = conversation_set_status(conversation=conversation, status=Status.OPEN)
-    with transaction.atomic():
-        message = Message.objects.create(
-            conversation_id=conversation_id, role=Message.Role.VISITOR, text=text
-        )
-        Conversation.objects.filter(pk=conversation_id).update(last_activity_at=message.created_at)
+    message, _, conversation = visitor_message_add(conversation=conversation, text=text, reserve_reply=False)
     return message, conversation.status

@@ -28,7 +28,7 @@ from django.utils import timezone
 from chatbot.llm import ChatResult, Delta, LLMError, complete, is_configured, stream_chat
 from chatbot.models import Bot, Conversation, Message
 from chatbot.prompting import Turn, build_prompt, context_budget, split_for_summary, summary_request
-from chatbot.services import conversation_set_status
+from chatbot.services import visitor_message_add
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class _Context:
     summary: str
     summary_until: int | None
     #: When the visitor's message arrived (perf_counter): reply timings count from here.
-    received: float = field(default_factory=time.perf_counter)
+    received: float
 
     def elapsed_ms(self) -> int:
         return round((time.perf_counter() - self.received) * 1000)
@@ -99,9 +99,7 @@ async def reply_stream(*, conversation_id: int, text: str) -> AsyncIterator[Repl
         raise ValueError("The message is empty.")
     if len(text) > MAX_QUESTION_LENGTH:
         raise ValueError(f"The message is longer than {MAX_QUESTION_LENGTH} characters.")
-    received = time.perf_counter()
-    ctx = await sync_to_async(_visitor_message_store)(conversation_id, text)
-    ctx.received = received
+    ctx = await sync_to_async(_visitor_message_store)(conversation_id, text, time.perf_counter())
     yield ReplyStart(visitor_message_id=ctx.visitor_message_id, reply_id=ctx.reply_id)
     if ctx.status == Conversation.Status.WITH_AGENT:
         yield ReplyEnd(message_id=None, text="", source="", status="")
@@ -278,23 +276,11 @@ async def _fallback(ctx: _Context, reason: str) -> AsyncIterator[ReplyEvent]:
     yield ReplyEnd(message_id, text, Message.Source.FALLBACK, Message.Status.COMPLETE, error=reason)
 
 
-def _visitor_message_store(conversation_id: int, text: str) -> _Context:
+def _visitor_message_store(conversation_id: int, text: str, received: float) -> _Context:
     conversation = Conversation.objects.select_related("bot").get(pk=conversation_id)
-    if conversation.status == Conversation.Status.CLOSED:
-        conversation = conversation_set_status(conversation=conversation, status=Conversation.Status.OPEN)
-    with transaction.atomic():
-        message = Message.objects.create(
-            conversation_id=conversation_id, role=Message.Role.VISITOR, text=text
-        )
-        reply_id = None
-        if conversation.status != Conversation.Status.WITH_AGENT:
-            reply_id = Message.objects.create(
-                conversation_id=conversation_id,
-                role=Message.Role.BOT,
-                source=Message.Source.LLM,
-                status=Message.Status.FAILED,
-            ).pk
-        Conversation.objects.filter(pk=conversation_id).update(last_activity_at=message.created_at)
+    message, reply_id, conversation = visitor_message_add(
+        conversation=conversation, text=text, reserve_reply=True
+    )
     return _Context(
         bot=conversation.bot,
         conversation_id=conversation_id,
@@ -303,6 +289,7 @@ def _visitor_message_store(conversation_id: int, text: str) -> _Context:
         reply_id=reply_id,
         summary=conversation.summary,
         summary_until=conversation.summary_until,
+        received=received,
     )
 
 

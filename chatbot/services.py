@@ -99,6 +99,31 @@ def conversation_current(*, visitor: Visitor) -> Conversation:
     return Conversation.objects.create(bot_id=visitor.bot_id, visitor=visitor)
 
 
+def visitor_message_add(
+    *, conversation: Conversation, text: str, reserve_reply: bool
+) -> tuple[Message, int | None, Conversation]:
+    """Store a visitor's message (a closed conversation reopens first). With
+    ``reserve_reply`` and no agent in charge, an empty bot row is reserved for the reply
+    in the same transaction. Returns the message, the reserved row's id and the
+    conversation (its status after the reopening)."""
+    if conversation.status == Status.CLOSED:
+        conversation = conversation_set_status(conversation=conversation, status=Status.OPEN)
+    reply_id = None
+    with transaction.atomic():
+        message = Message.objects.create(
+            conversation_id=conversation.pk, role=Message.Role.VISITOR, text=text
+        )
+        if reserve_reply and conversation.status != Status.WITH_AGENT:
+            reply_id = Message.objects.create(
+                conversation_id=conversation.pk,
+                role=Message.Role.BOT,
+                source=Message.Source.LLM,
+                status=Message.Status.FAILED,
+            ).pk
+        Conversation.objects.filter(pk=conversation.pk).update(last_activity_at=message.created_at)
+    return message, reply_id, conversation
+
+
 def conversation_followup_request(*, conversation_id: int) -> None:
     """Flag the conversation for the team (the visitor asked for a person)."""
     now = timezone.now()

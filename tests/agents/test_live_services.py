@@ -242,7 +242,7 @@ def test_a_wait_ends_only_if_it_is_still_the_same_wait(settings: Any) -> None:
     bot = make_bot()
     since = timezone.now() - timedelta(seconds=30)
     conversation = make_conversation(bot, status=WAITING, handoff_requested_at=since)
-    assert handoff.handoff_expire_overdue(conversation_id=conversation.pk) is False  # 90 s to go
+    assert handoff.handoff_state_current(conversation_id=conversation.pk)[1] is False  # 90 s to go
     assert 85 < handoff.wait_remaining(since) <= 90
     assert (
         handoff.handoff_expire(conversation_id=conversation.pk, waiting_since=since - timedelta(1)) is False
@@ -255,7 +255,7 @@ def test_a_wait_ends_only_if_it_is_still_the_same_wait(settings: Any) -> None:
     overdue = make_conversation(
         bot, status=WAITING, handoff_requested_at=timezone.now() - timedelta(minutes=5)
     )
-    assert handoff.handoff_expire_overdue(conversation_id=overdue.pk) is True
+    assert handoff.handoff_state_current(conversation_id=overdue.pk)[1] is True
     assert handoff_state(conversation_id=overdue.pk).status == "open"
 
 

@@ -394,7 +394,7 @@ async def _connect(bot: Any) -> Any:
 async def test_a_failure_before_the_message_is_stored_is_a_server_error(
     kb: StandIn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(conversation_id: int, text: str) -> None:
+    def broken(conversation_id: int, text: str, received: float) -> None:
         raise RuntimeError("database is down")
 
     monkeypatch.setattr(replying, "_visitor_message_store", broken)
