@@ -131,9 +131,11 @@ class FakeLLMServer:
     host: str = "127.0.0.1"
     port: int = 0
     requests: list[Recorded] = field(default_factory=list)
-    #: Streams being sent now, and the most at once since the last reset().
+    #: Streams being sent now, and the most at once since the last reset(). A stream
+    #: still finishing from before a reset (a test that went on) is not counted after it.
     active: int = 0
     max_active: int = 0
+    _generation: int = 0
     _counts: dict[str, int] = field(default_factory=dict)
     _server: asyncio.Server | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -146,7 +148,8 @@ class FakeLLMServer:
     def reset(self) -> None:
         self.requests.clear()
         self._counts.clear()
-        self.max_active = 0
+        self._generation += 1
+        self.active = self.max_active = 0
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._connection, self.host, self.port, backlog=1024)
@@ -269,6 +272,7 @@ class FakeLLMServer:
         self, writer: asyncio.StreamWriter, fmt: str, script: Script, body: Any, rid: str
     ) -> bool:
         """Stream the scripted reply; False when the connection was dropped on purpose."""
+        generation = self._generation
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         try:
@@ -282,7 +286,8 @@ class FakeLLMServer:
             await wire.send_chunk(writer, b"")
             return True
         finally:
-            self.active -= 1
+            if generation == self._generation:
+                self.active -= 1
 
 
 async def _paced(events: Iterator[tuple[bool, bytes | None]], script: Script) -> AsyncIterator[bytes | None]:
