@@ -171,6 +171,7 @@ def _sqlite(path: Path | str, conn_max_age: int) -> dict[str, Any]:
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": str(path),
         "CONN_MAX_AGE": conn_max_age,
+        "CONN_HEALTH_CHECKS": conn_max_age > 0,
         "OPTIONS": {
             # WAL lets readers run beside a writer; IMMEDIATE avoids "database is locked"
             # upgrades when two requests write at once.

@@ -9,6 +9,12 @@ Live handoff: a request for a person (the ``handoff`` frame, or a message that a
 one) goes to ``chatbot.handoff``; the agents hear of it over the channel layer
 (``chatbot.chat.events``), and what agents do reaches every tab through the group
 ``conversation.<id>``. A connection that asked times the wait (HANDOFF_WAIT_SECONDS).
+
+Other tabs: each connection knows the other connections of its conversation (a tab says
+``joined`` to the group after its first hello, those present answer it directly, a closing
+tab says ``left``), so a visitor with one tab, the usual case, costs no channel-layer
+message per reply frame. A tab of a crashed process is never "left": the others keep
+sending to it, which is harmless.
 """
 
 from __future__ import annotations
@@ -110,6 +116,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         self.queue: asyncio.Queue[frames.Say] = asyncio.Queue()
+        self.others: set[str] = set()  # channel names of the conversation's other tabs
         self.typing_throttle = events.Throttle()
         key = self.scope["url_route"]["kwargs"]["key"]
         bot, refusal = await database_sync_to_async(access.bot_admit)(key=key, headers=self.scope["headers"])
@@ -130,6 +137,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self.worker
         if self.session is not None:
             await self.channel_layer.group_discard(self.session.group, self.channel_name)
+            await self.tab_say("left")
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels' own dispatch releases database connections before every handler, one
@@ -190,6 +198,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.session = welcome.session
         if first:
             await self.channel_layer.group_add(self.session.group, self.channel_name)
+            await self.tab_say("joined")
         await self.send_frame(welcome.frame)
         if welcome.expired:
             await self.wait_ended(welcome.handoff.bot_id)
@@ -346,8 +355,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send_frame(frame)
 
     async def broadcast(self, frame: dict[str, Any]) -> None:
-        """To the conversation's other connections (the visitor's other tabs)."""
+        """To the conversation's other connections (the visitor's other tabs), if any."""
         assert self.session is not None
+        if not self.others:
+            return
         await self.channel_layer.group_send(
             self.session.group, {"type": "chat.frame", "frame": frame, "sender": self.channel_name}
         )
@@ -359,6 +370,25 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await events.to_agents(
             self.channel_layer, conversation_id, agent_frames.visitor_message(conversation_id, item)
         )
+
+    async def tab_say(self, event: str) -> None:
+        assert self.session is not None
+        await self.channel_layer.group_send(
+            self.session.group, {"type": "chat.tab", "event": event, "sender": self.channel_name}
+        )
+
+    async def chat_tab(self, event: dict[str, Any]) -> None:
+        """Another tab of the conversation joined, is present, or left."""
+        sender = event["sender"]
+        if sender == self.channel_name:
+            return
+        if event["event"] == "left":
+            self.others.discard(sender)
+            return
+        self.others.add(sender)
+        if event["event"] == "joined":
+            reply = {"type": "chat.tab", "event": "present", "sender": self.channel_name}
+            await self.channel_layer.send(sender, reply)
 
     async def chat_frame(self, event: dict[str, Any]) -> None:
         if event["sender"] != self.channel_name and self.bot is not None:

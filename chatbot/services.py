@@ -108,20 +108,20 @@ def visitor_message_add(
     conversation (its status after the reopening)."""
     if conversation.status == Status.CLOSED:
         conversation = conversation_set_status(conversation=conversation, status=Status.OPEN)
-    reply_id = None
-    with transaction.atomic():
-        message = Message.objects.create(
-            conversation_id=conversation.pk, role=Message.Role.VISITOR, text=text
+    rows = [Message(conversation_id=conversation.pk, role=Message.Role.VISITOR, text=text)]
+    if reserve_reply and conversation.status != Status.WITH_AGENT:
+        reserved = Message(
+            conversation_id=conversation.pk,
+            role=Message.Role.BOT,
+            source=Message.Source.LLM,
+            status=Message.Status.FAILED,
         )
-        if reserve_reply and conversation.status != Status.WITH_AGENT:
-            reply_id = Message.objects.create(
-                conversation_id=conversation.pk,
-                role=Message.Role.BOT,
-                source=Message.Source.LLM,
-                status=Message.Status.FAILED,
-            ).pk
-        Conversation.objects.filter(pk=conversation.pk).update(last_activity_at=message.created_at)
-    return message, reply_id, conversation
+        rows.append(reserved)
+    with transaction.atomic():
+        # One INSERT for both rows (ids come back in order on SQLite and PostgreSQL).
+        Message.objects.bulk_create(rows)
+        Conversation.objects.filter(pk=conversation.pk).update(last_activity_at=rows[0].created_at)
+    return rows[0], rows[1].pk if len(rows) > 1 else None, conversation
 
 
 def conversation_followup_request(*, conversation_id: int) -> None:

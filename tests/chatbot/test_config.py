@@ -72,7 +72,9 @@ def test_it_resolves_sqlite_paths(tmp_path: Path) -> None:
     assert relative["NAME"] == str(tmp_path / "data/x.db")
     absolute = config.database_config("sqlite:////var/x.db", base_dir=tmp_path, conn_max_age=0)
     assert absolute["NAME"] == "/var/x.db"
-    assert config.database_config("", base_dir=tmp_path, conn_max_age=30)["CONN_MAX_AGE"] == 30
+    kept = config.database_config("", base_dir=tmp_path, conn_max_age=30)
+    assert (kept["CONN_MAX_AGE"], kept["CONN_HEALTH_CHECKS"]) == (30, True)
+    assert config.database_config("", base_dir=tmp_path, conn_max_age=0)["CONN_HEALTH_CHECKS"] is False
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
@@ -92,6 +93,18 @@ async def until(comm: WebsocketCommunicator, kind: str) -> list[dict[str, Any]]:
         seen.append(frame)
         if frame["type"] == kind:
             return seen
+
+
+async def tabs_settled(group: str, *comms: WebsocketCommunicator) -> None:
+    """Wait until the tabs of one conversation know each other: a marker through the
+    group reaches each tab after every ``joined`` sent before it, and a second marker
+    after every ``present`` answer those caused (channel-layer messages keep their order)."""
+    layer = get_channel_layer()
+    for round_ in range(2):
+        marker = {"type": "chat.frame", "frame": {"type": f"marker.{round_}"}, "sender": ""}
+        await layer.group_send(group, marker)
+        for comm in comms:
+            await until(comm, f"marker.{round_}")
 
 
 async def closed_with(comm: WebsocketCommunicator) -> int:

@@ -18,7 +18,17 @@ from knowledge.models import Entry
 from tests.agents.conftest import make_user
 from tests.agents.test_live_consumer import QUIET, agent_socket, silent
 from tests.chatbot.llm.conftest import Candidate, MatchResult, StandIn, kb
-from tests.chatbot.test_consumers import _fresh_rate_limits, connected, db, hello, recv, rows, send, until
+from tests.chatbot.test_consumers import (
+    _fresh_rate_limits,
+    connected,
+    db,
+    hello,
+    recv,
+    rows,
+    send,
+    tabs_settled,
+    until,
+)
 from tests.factories import make_bot, make_conversation
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,6 +51,7 @@ async def test_with_no_agent_online_the_visitor_may_leave_an_email_address() -> 
         conversation = (await hello(first))["conversation"]
         token = (await db(Visitor.objects.get)).uid
         await hello(second, visitor_token_sign(bot=bot, uid=token))
+        await tabs_settled(f"conversation.{conversation}", first, second)
         await send(first, type="handoff")
         answer = await recv(first)
         assert answer == {

@@ -31,6 +31,7 @@ from tests.chatbot.test_consumers import (
     recv,
     rows,
     send,
+    tabs_settled,
     until,
 )
 from tests.factories import make_bot
@@ -272,6 +273,7 @@ async def test_the_visitors_other_tabs_see_the_message_and_the_streamed_reply(
     async with connected(bot) as first, connected(bot) as second:
         welcome = await hello(first)
         assert (await hello(second, welcome["visitor"]))["conversation"] == welcome["conversation"]
+        await tabs_settled(f"conversation.{welcome['conversation']}", first, second)
         await send(first, type="message", text="Hello there", client_id="c1")
         own = await until(first, "reply.end")
         other = await until(second, "reply.end")
@@ -310,6 +312,7 @@ async def test_other_tabs_get_a_fast_stream_in_fewer_larger_pieces(
     async with connected(bot) as first, connected(bot) as second:
         welcome = await hello(first)
         await hello(second, welcome["visitor"])
+        await tabs_settled(f"conversation.{welcome['conversation']}", first, second)
         await send(first, type="message", text="Hi [[fake: tokens=12 delay_ms=1]]", client_id="c1")
         own = await until(first, "reply.end")
         other = await until(second, "reply.end")
@@ -328,6 +331,7 @@ async def test_two_tabs_sending_at_once_get_one_reply_after_the_other(
     async with connected(bot) as first, connected(bot) as second:
         welcome = await hello(first)
         await hello(second, welcome["visitor"])
+        await tabs_settled(f"conversation.{welcome['conversation']}", first, second)
         async with conversation_lock(welcome["conversation"]):
             for comm, text in ((first, "from A [[fake: tokens=4]]"), (second, "from B [[fake: tokens=2]]")):
                 await send(comm, type="message", text=text, client_id="c")
@@ -356,6 +360,7 @@ async def test_a_tab_closing_mid_reply_keeps_the_text_so_far_and_ends_the_reply_
         first = await _connect(bot)
         welcome = await hello(first)
         await hello(watcher, welcome["visitor"])
+        await tabs_settled(f"conversation.{welcome['conversation']}", first, watcher)
         await send(first, type="message", text="[[fake: tokens=5]]", client_id="c1")
         await until(first, "reply.delta")
         await first.disconnect(timeout=20)
