@@ -173,6 +173,7 @@ LLM_PRICES = _price_table(env_list("LLM_PRICES", []))
 EMBEDDING_MODEL = env_str("EMBEDDING_MODEL", "all-MiniLM-L6-v2")
 # Run the model with ONNX Runtime (exported once into EMBEDDING_CACHE_DIR).
 EMBEDDING_FAST_PATH = env_bool("EMBEDDING_FAST_PATH", True)
+EMBEDDING_QUANTIZE = env_bool("EMBEDDING_QUANTIZE", False)  # int8 copy of that ONNX model
 EMBEDDING_CACHE_DIR = env_str("EMBEDDING_CACHE_DIR", str(BASE_DIR / ".cache" / "embeddings"))
 EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 2, minimum=1, maximum=64)
 EMBEDDING_MAX_BATCH = env_int("EMBEDDING_MAX_BATCH", 64, minimum=1, maximum=1024)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -7,11 +8,22 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
+from django.test import override_settings
 
-from knowledge.embeddings import QueryBatcher, get_batcher, get_encoder
+from knowledge.embeddings import (
+    DEFAULT_MODEL,
+    Encoder,
+    QueryBatcher,
+    get_batcher,
+    get_encoder,
+    quantized_file,
+    row_cosines,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -162,3 +174,89 @@ def test_tokenizing_from_two_threads_at_once_keeps_batches_padded() -> None:
         thread.join()
     assert failures == []
     assert np.allclose(encoder.encode(batch), encoder._reference(batch), atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def int8_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private cache holding the float ONNX model and its int8 copy (not the shared one)."""
+    return tmp_path_factory.mktemp("embeddings")
+
+
+@pytest.fixture(scope="module")
+def int8_encoder(int8_cache: Path) -> Encoder:
+    with override_settings(EMBEDDING_QUANTIZE=True, EMBEDDING_CACHE_DIR=str(int8_cache)):
+        return Encoder(DEFAULT_MODEL)
+
+
+def cached_files(cache: Path) -> tuple[Path, Path]:
+    """The float model and its int8 copy, and nothing else (no temporary file left)."""
+    float_file, int8_file = sorted(cache.iterdir(), key=lambda path: len(path.name))
+    assert int8_file == quantized_file(float_file)
+    return float_file, int8_file
+
+
+def test_it_encodes_with_the_int8_model_close_to_the_float_vectors(int8_encoder: Encoder) -> None:
+    texts = [
+        "Where is my order?",
+        "How do I return an item?",
+        "a",
+        "我的快递到哪了",
+        "Can I pay with Alipay or WeChat Pay when I order from abroad, and is there a fee for that?",
+    ]
+    vectors = int8_encoder.encode([*texts, "x" * 3000])
+    assert int8_encoder.fast and int8_encoder.quantized
+    assert vectors.shape == (6, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    float_vectors = int8_encoder._reference(texts)  # the float ONNX path matches these to 1e-4
+    assert row_cosines(vectors[:5], float_vectors).min() > 0.98
+    assert not np.allclose(vectors[:5], float_vectors, atol=1e-4)  # really the int8 model
+
+
+def test_the_int8_model_is_written_once_next_to_the_float_one_and_reused(
+    int8_encoder: Encoder, int8_cache: Path, settings: Any
+) -> None:
+    float_file, int8_file = cached_files(int8_cache)
+    assert float_file.suffix == int8_file.suffix == ".onnx"
+    written = int8_file.stat().st_mtime_ns
+    settings.EMBEDDING_QUANTIZE = True
+    settings.EMBEDDING_CACHE_DIR = str(int8_cache)
+    with mock.patch("knowledge.embeddings.quantize_onnx", side_effect=AssertionError("quantized again")):
+        again = Encoder(DEFAULT_MODEL)
+    assert again.quantized
+    assert int8_file.stat().st_mtime_ns == written
+    assert np.array_equal(again.encode(["Where is my order?"]), int8_encoder.encode(["Where is my order?"]))
+
+
+def test_an_int8_model_that_disagrees_with_sentence_transformers_is_not_used(
+    int8_cache: Path, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.EMBEDDING_QUANTIZE = True
+    settings.EMBEDDING_CACHE_DIR = str(int8_cache)
+    with (
+        mock.patch("knowledge.embeddings.QUANTIZED_MIN_COSINE", 1.0),  # int8 never reaches 1.0
+        caplog.at_level(logging.WARNING, logger="knowledge.embeddings"),
+    ):
+        encoder = Encoder(DEFAULT_MODEL)
+    assert encoder.fast and not encoder.quantized
+    assert "int8 embedding model disagrees with sentence-transformers" in caplog.text
+    texts = ["Where is my order?", "我的快递到哪了"]
+    assert np.allclose(encoder.encode(texts), encoder._reference(texts), atol=1e-4)
+
+
+def test_a_broken_int8_file_falls_back_to_the_float_model(
+    int8_encoder: Encoder, int8_cache: Path, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, int8_file = cached_files(int8_cache)
+    original = int8_file.read_bytes()
+    int8_file.write_bytes(b"not an onnx model" * 100)
+    settings.EMBEDDING_QUANTIZE = True
+    settings.EMBEDDING_CACHE_DIR = str(int8_cache)
+    try:
+        with caplog.at_level(logging.WARNING, logger="knowledge.embeddings"):
+            encoder = Encoder(DEFAULT_MODEL)
+    finally:
+        int8_file.write_bytes(original)
+    assert encoder.fast and not encoder.quantized
+    assert "could not start the int8 embedding model" in caplog.text
+    texts = ["How do I return an item?", "我的快递到哪了"]
+    assert np.allclose(encoder.encode(texts), encoder._reference(texts), atol=1e-4)
