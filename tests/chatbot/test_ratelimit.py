@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
+from chatbot import ratelimit
 from chatbot.ratelimit import Bucket, retry_after_seconds, take
 from chatbot.settings import _rate
 
@@ -97,3 +100,26 @@ def test_the_rate_setting_format(value: str, rate: tuple[int, float] | None) -> 
 def test_a_bad_rate_setting_names_the_variable(value: str) -> None:
     with pytest.raises(ImproperlyConfigured, match="CHAT_RATE_IP"):
         _rate("CHAT_RATE_IP", value)
+
+
+@pytest.mark.parametrize(
+    ("backend", "on_the_loop"),
+    [
+        ("django.core.cache.backends.locmem.LocMemCache", True),
+        ("django.core.cache.backends.dummy.DummyCache", False),  # stands for Redis: may block
+    ],
+)
+async def test_atake_leaves_the_event_loop_only_for_a_cache_over_the_network(
+    settings: Any, monkeypatch: pytest.MonkeyPatch, key: str, backend: str, on_the_loop: bool
+) -> None:
+    settings.CACHES = {"default": {"BACKEND": backend}}
+    threads: list[int] = []
+    real = ratelimit.take
+
+    def spy(buckets: list[Bucket]) -> float:
+        threads.append(threading.get_ident())
+        return real(buckets)
+
+    monkeypatch.setattr(ratelimit, "take", spy)
+    assert await ratelimit.atake([Bucket(key, (1, 60.0))]) == 0.0
+    assert (threads == [threading.get_ident()]) is on_the_loop
