@@ -177,11 +177,13 @@ async def amatch(bot: Bot, text: str, *, k: int = 5, fresh_revision: bool = Fals
     if not text:
         return MatchResult("none", [], 0.0)
     batcher = embeddings.loaded_batcher() or await asyncio.to_thread(embeddings.get_batcher)
-    vector_future = asyncio.wrap_future(batcher.submit(text))
+    vector = batcher.submit(text)  # encodes while the revision is checked
     snapshot = _built(bot.pk, bot.kb_revision) if fresh_revision else None
     if snapshot is None:
         snapshot = await _snapshot_shared(bot.pk)
-    query = await vector_future
+    # A cached query's vector is ready at once: taken directly, since wrapping a finished
+    # future still wakes the event loop through its self-pipe (a system call per message).
+    query = vector.result() if vector.done() else await asyncio.wrap_future(vector)
     ranker = snapshot.ranker
     if len(ranker.plain) > 20_000:  # a big matrix product would stall the event loop
         ranked = await asyncio.to_thread(ranker.rank, query.vector, text, k, unknown=query.unknown)
