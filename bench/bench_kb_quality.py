@@ -8,10 +8,17 @@ entry, the other a query; pairs whose entry is left out give out-of-scope querie
 For each configuration: top-1, and at the recommended threshold for precision 0.95,
 the precision, coverage and false-answer rate. "cosine" is the baseline: plain
 best-phrasing cosine as the confidence. Run: .venv/bin/python bench/bench_kb_quality.py
+
+--validate tunes without touching test.csv: banking77 folds made from train.csv only
+(each fold leaves out its own 15 random intents; the KB takes k phrasings per kept
+intent, 40 other phrasings per intent are the queries), figures averaged over --folds.
+--set NAME=VALUE overrides a knowledge.ranking constant (e.g. --set NULL_SCORE=0.7) for
+either mode, so candidate settings can be compared before editing the module.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import random
 import time
@@ -22,8 +29,10 @@ from _setup import DATASETS, require, setup
 
 setup()
 
+from knowledge import ranking  # noqa: E402
 from knowledge.embeddings import get_encoder  # noqa: E402
 from knowledge.evaluation import Outcome, at_threshold, recommended_threshold  # noqa: E402
+from knowledge.index import PhrasingMatrix  # noqa: E402
 from knowledge.ranking import Ranker  # noqa: E402
 
 TARGET = 0.95
@@ -41,18 +50,25 @@ def vectors(texts: Sequence[str]) -> np.ndarray:
 def outcomes(kb: list[list[str]], queries: list[tuple[str, int]], config: str) -> list[Outcome]:
     ids = np.array([n for n, phrasings in enumerate(kb) for _ in phrasings])
     texts = [t for phrasings in kb for t in phrasings]
-    mode = "vector" if config in ("cosine", "vector") else config
-    ranker = Ranker(ids, texts, vectors(texts), mode=mode, whiten=config != "cosine")
+    if config == "cosine":
+        return cosine_outcomes(PhrasingMatrix(ids, vectors(texts)), queries)
+    ranker = Ranker(ids, texts, vectors(texts), mode=config)
     query_vectors = vectors([q for q, _ in queries])
     result = []
     for (text, expected), vector in zip(queries, query_vectors, strict=True):
         ranked = ranker.rank(vector, text, 5, unknown=encoder.unknown_fraction(text))
-        confidence = ranked[0].similarity if config == "cosine" else ranked[0].confidence
-        result.append(
-            Outcome(
-                str(expected) if expected >= 0 else "", tuple(str(r.entry_id) for r in ranked), confidence
-            )
-        )
+        entries = tuple(str(r.entry_id) for r in ranked)
+        result.append(Outcome(str(expected) if expected >= 0 else "", entries, ranked[0].confidence))
+    return result
+
+
+def cosine_outcomes(index: PhrasingMatrix, queries: list[tuple[str, int]]) -> list[Outcome]:
+    """The baseline: entries by best plain phrasing cosine, that cosine as the confidence."""
+    result = []
+    for (_, expected), vector in zip(queries, vectors([q for q, _ in queries]), strict=True):
+        found = index.search(vector, 5)
+        entries = tuple(str(e) for e in found.entry_ids)
+        result.append(Outcome(str(expected) if expected >= 0 else "", entries, float(found.scores[0])))
     return result
 
 
@@ -78,38 +94,48 @@ def coverage_at_far(results: list[Outcome], far: float) -> float:
     return 0.0
 
 
-def show(label: str, results: list[Outcome], baseline_far: float | None = None) -> dict:
-    f = figures(results)
+def fmt(value: float | None) -> str:
+    return "  n/a" if value is None else f"{value:.3f}"
 
-    def fmt(value: float | None) -> str:
-        return "  n/a" if value is None else f"{value:.3f}"
 
-    extra = ""
-    if baseline_far is not None:
-        extra = (
-            f"   coverage at the baseline's false-answer rate: {coverage_at_far(results, baseline_far):.3f}"
-        )
+def line(label: str, f: dict[str, float | None], extra: str = "") -> None:
     print(
         f"  {label:<16} top1 {fmt(f['top1'])}  threshold {fmt(f['threshold'])}"
         f"  precision {fmt(f['precision'])}  coverage {fmt(f['coverage'])}"
         f"  false answers {fmt(f['far'])}{extra}"
     )
+
+
+def show(label: str, results: list[Outcome], baseline_far: float | None = None) -> dict:
+    f = figures(results)
+    extra = ""
+    if baseline_far is not None:
+        extra = (
+            f"   coverage at the baseline's false-answer rate: {coverage_at_far(results, baseline_far):.3f}"
+        )
+    line(label, f, extra)
     return f
 
 
+def read_banking77(split: str) -> list[dict[str, str]]:
+    with open(require(DATASETS / "banking77") / f"{split}.csv", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def phrasings_by_intent(rows: list[dict[str, str]]) -> dict[str, list[str]]:
+    by_intent: dict[str, list[str]] = {}
+    for r in rows:
+        by_intent.setdefault(r["category"], []).append(r["text"])
+    return by_intent
+
+
 def banking77() -> None:
-    folder = require(DATASETS / "banking77")
-    with open(folder / "train.csv", encoding="utf-8") as handle:
-        train = list(csv.DictReader(handle))
-    with open(folder / "test.csv", encoding="utf-8") as handle:
-        test = list(csv.DictReader(handle))
+    train, test = read_banking77("train"), read_banking77("test")
     intents = sorted({r["category"] for r in train})
     rng = random.Random(0)
     left_out = set(rng.sample(intents, 15))
     kept = [i for i in intents if i not in left_out]
-    by_intent: dict[str, list[str]] = {}
-    for r in train:
-        by_intent.setdefault(r["category"], []).append(r["text"])
+    by_intent = phrasings_by_intent(train)
     queries = [(r["text"], kept.index(r["category"]) if r["category"] in kept else -1) for r in test]
     in_scope = sum(q[1] >= 0 for q in queries)
     print(
@@ -123,6 +149,67 @@ def banking77() -> None:
         base = show("cosine baseline", outcomes(kb, queries, "cosine"))
         for config in ("vector", "lexical", "blend"):
             show(config, outcomes(kb, queries, config), baseline_far=base["far"])
+
+
+def validation_fold(
+    by_intent: dict[str, list[str]], k: int, fold: int, per_intent: int = 40
+) -> tuple[list[list[str]], list[tuple[str, int]]]:
+    """From train.csv only: its own 15 left-out intents, k phrasings per kept intent in
+    the KB, up to ``per_intent`` other phrasings per intent as queries."""
+    rng = random.Random(1000 + fold)
+    intents = sorted(by_intent)
+    left_out = set(rng.sample(intents, 15))
+    kb: list[list[str]] = []
+    queries: list[tuple[str, int]] = []
+    for n, intent in enumerate(i for i in intents if i not in left_out):
+        texts = by_intent[intent][:]
+        rng.shuffle(texts)
+        kb.append(texts[:k])
+        queries += [(t, n) for t in texts[k:][:per_intent]]
+    for intent in sorted(left_out):
+        texts = by_intent[intent][:]
+        rng.shuffle(texts)
+        queries += [(t, -1) for t in texts[:per_intent]]
+    return kb, queries
+
+
+def mean_figures(rows: list[dict[str, float | None]]) -> dict[str, float | None]:
+    """Averages over folds; a fold that never reaches the target counts as coverage 0."""
+
+    def mean(key: str) -> float | None:
+        values = [r[key] for r in rows if r[key] is not None]
+        return float(np.mean(values)) if values else None
+
+    return {
+        "top1": mean("top1"),
+        "threshold": mean("threshold"),
+        "precision": mean("precision"),
+        "coverage": mean("coverage"),
+        "far": mean("far"),
+    }
+
+
+def validate(folds: int) -> None:
+    by_intent = phrasings_by_intent(read_banking77("train"))
+    print(f"banking77 validation (train.csv only): mean of {folds} folds, target precision {TARGET}")
+    for k in (1, 3, 10):
+        print(f" k = {k} phrasings per entry")
+        results: dict[str, list[dict[str, float | None]]] = {"cosine": [], "vector": []}
+        for fold in range(1, folds + 1):
+            kb, queries = validation_fold(by_intent, k, fold)
+            for config, rows in results.items():
+                rows.append(figures(outcomes(kb, queries, config)))
+        line("cosine baseline", mean_figures(results["cosine"]))
+        line("vector", mean_figures(results["vector"]))
+
+
+def override(assignments: Sequence[str]) -> None:
+    for assignment in assignments:
+        name, _, value = assignment.partition("=")
+        if not hasattr(ranking, name) or not name.isupper():
+            raise SystemExit(f"--set: knowledge.ranking has no constant {name!r}")
+        setattr(ranking, name, type(getattr(ranking, name))(value))
+        print(f"(knowledge.ranking.{name} = {getattr(ranking, name)!r})")
 
 
 def afqmc(pairs_wanted: int = 3000, out_of_scope: int = 600) -> None:
@@ -155,7 +242,16 @@ def afqmc(pairs_wanted: int = 3000, out_of_scope: int = 600) -> None:
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--validate", action="store_true", help="train.csv folds only (for tuning)")
+    parser.add_argument("--folds", type=int, default=20)
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    args = parser.parse_args()
+    override(args.set)
     started = time.perf_counter()
-    banking77()
-    afqmc()
+    if args.validate:
+        validate(args.folds)
+    else:
+        banking77()
+        afqmc()
     print(f"\n(model {encoder.name}, fast path {encoder.fast}; {time.perf_counter() - started:.0f} s)")

@@ -57,7 +57,9 @@ class Bot(models.Model):
         help_text="Knowledge-base confidence at or above which the stored answer is sent as is.",
     )
     reference_threshold = models.FloatField(
-        default=0.50,
+        # Low on purpose: a paraphrase the matcher is unsure of (confidence 0.3-0.7) still
+        # reaches the LLM as a reference; unrelated questions score near 0.
+        default=0.25,
         validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
         help_text="Confidence at or above which the best entries are given to the LLM as references.",
     )

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 
 from knowledge.embeddings import get_encoder
-from knowledge.ranking import NULL_SCORE, Ranker, whitening
+from knowledge.ranking import NULL_SCORE, PHRASING_WEIGHT, Ranker, whitening
 
 
 def test_whitening_changes_nothing_with_one_phrasing_per_entry() -> None:
@@ -61,3 +61,57 @@ def test_ranked_results_are_ordered_and_limited() -> None:
     assert len(results) == 3
     assert results[0].entry_id == 3
     assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
+
+
+def unit(*pairs: tuple[int, float], dim: int = 8) -> np.ndarray:
+    vector = np.zeros(dim, dtype=np.float32)
+    for axis, value in pairs:
+        vector[axis] = value
+    return vector / np.linalg.norm(vector)
+
+
+def test_an_entry_whose_phrasings_agree_beats_one_stray_closer_phrasing() -> None:
+    # Entry 1: three phrasings, each at cosine 0.85 to the query, spread around it.
+    # Entry 2: one phrasing at 0.9, the others about something else.
+    vectors = np.stack(
+        [
+            unit((0, 0.85), (1, 0.527)),
+            unit((0, 0.85), (2, 0.527)),
+            unit((0, 0.85), (1, -0.527)),
+            unit((0, 0.9), (3, 0.436)),
+            unit((4, 1.0)),
+            unit((5, 1.0)),
+        ]
+    )
+    ranker = Ranker(np.array([1, 1, 1, 2, 2, 2]), ["x"] * 6, vectors, mode="vector", whiten=False)
+    first, second = ranker.rank(unit((0, 1.0)), "x", 2)
+    assert PHRASING_WEIGHT < 1
+    assert (first.entry_id, second.entry_id) == (1, 2)
+    assert second.similarity > first.similarity  # the best single phrasing was entry 2's
+
+
+def test_with_one_phrasing_per_entry_the_score_is_that_phrasings_cosine() -> None:
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(10, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    query = vectors[3] + 0.3 * rng.normal(size=8).astype(np.float32)
+    results = Ranker(np.arange(10), ["x"] * 10, vectors, mode="vector").rank(
+        query / np.linalg.norm(query), "x", 10
+    )
+    assert results[0].entry_id == 3
+    assert np.allclose([r.score for r in results], [r.similarity for r in results], atol=1e-5)
+
+
+def test_an_unreadable_query_is_judged_as_in_lexical_mode_null_included() -> None:
+    kb = {1: ["我的订单到哪了？", "查一下物流"], 2: ["怎么申请退货？", "我想退货"], 3: ["可以开发票吗？"]}
+    query = get_encoder().encode(["退货怎么弄"])[0]
+    blended = make_ranker(kb, mode="blend").rank(query, "退货怎么弄", 3, unknown=1.0)
+    lexical = make_ranker(kb, mode="lexical").rank(query, "退货怎么弄", 3)
+    assert [r.entry_id for r in blended] == [r.entry_id for r in lexical]
+    assert np.allclose([r.confidence for r in blended], [r.confidence for r in lexical])
+    assert blended[0].entry_id == 2
+
+
+def test_an_empty_knowledge_base_ranks_nothing() -> None:
+    ranker = Ranker(np.zeros(0, dtype=np.int64), [], np.zeros((0, 8), dtype=np.float32), mode="blend")
+    assert ranker.rank(unit((0, 1.0)), "anything", 3) == []
