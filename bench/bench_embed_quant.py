@@ -27,7 +27,7 @@ from _setup import setup
 
 setup()
 
-from knowledge import embeddings  # noqa: E402
+from knowledge import embeddings, onnx_models  # noqa: E402
 
 VARIANTS = [("QInt8", False), ("QInt8", True), ("QUInt8", False), ("QUInt8", True)]
 SAMPLE = 300
@@ -50,15 +50,15 @@ def chinese_questions(count: int = 100) -> list[str]:
 
 
 def sessions(float_file: Path) -> dict[str, Any]:
-    found = {"float": embeddings.onnx_session(float_file)}
+    found = {"float": onnx_models.session(float_file)}
     for weight_type, per_channel in VARIANTS:
-        target = embeddings.quantized_file(float_file, weight_type=weight_type, per_channel=per_channel)
+        target = onnx_models.quantized_file(float_file, weight_type=weight_type, per_channel=per_channel)
         if not target.exists():
             started = time.perf_counter()
-            embeddings.quantize_onnx(float_file, target, weight_type=weight_type, per_channel=per_channel)
+            onnx_models.quantize(float_file, target, weight_type=weight_type, per_channel=per_channel)
             print(f"  quantized {target.name} in {time.perf_counter() - started:.1f} s")
         label = f"{weight_type}{' per-channel' if per_channel else ''}"
-        found[label] = embeddings.onnx_session(target)
+        found[label] = onnx_models.session(target)
         print(f"  {label:<20} {target.stat().st_size / 1e6:6.1f} MB")
     print(f"  {'float':<20} {float_file.stat().st_size / 1e6:6.1f} MB")
     return found

@@ -7,14 +7,11 @@ block the event loop and concurrent queries share a forward pass (micro-batching
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import queue
-import re
 import threading
 import time
-import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -25,6 +22,8 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 
+from knowledge import onnx_models
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -33,11 +32,6 @@ MAX_TOKENS = 128  # visitor questions are short; longer text is truncated
 # at least this cosine with sentence-transformers' (int8 cannot meet atol=1e-4). The
 # per-channel int8 model scores 0.985-0.995 on them, per-tensor int8 about 0.94.
 QUANTIZED_MIN_COSINE = 0.98
-# Dynamic quantization: int8 weights, activations quantized per call. Signed weights
-# (U8S8) run on the VNNI/AVX-512 integer kernels; per-channel scales keep the vectors
-# close to the float model's. bench/bench_embed_quant.py compares the options.
-QUANT_WEIGHT_TYPE = "QInt8"
-QUANT_PER_CHANNEL = True
 CHECK_SENTENCES = ("short", "a longer sentence so that the batch needs padding", "查询一下我的订单物流")
 
 
@@ -50,41 +44,6 @@ def model_path(name: str) -> str:
     if not Path(name).is_dir():
         raise FileNotFoundError(f"EMBEDDING_MODEL {name!r} is neither {DEFAULT_MODEL!r} nor a local folder")
     return name
-
-
-def quantized_file(
-    float_file: Path, *, weight_type: str = QUANT_WEIGHT_TYPE, per_channel: bool = QUANT_PER_CHANNEL
-) -> Path:
-    """Where the int8 copy of ``float_file`` lives: the name changes with the quantization."""
-    import onnxruntime
-
-    tag = f"{weight_type.lower()}{'-pc' if per_channel else ''}-ort{onnxruntime.__version__}"
-    return float_file.with_name(f"{float_file.stem}.{tag}.onnx")
-
-
-def quantize_onnx(
-    source: Path, target: Path, *, weight_type: str = QUANT_WEIGHT_TYPE, per_channel: bool = QUANT_PER_CHANNEL
-) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    partial = target.with_suffix(f".{os.getpid()}.tmp")
-    try:
-        quantize_dynamic(source, partial, weight_type=QuantType[weight_type], per_channel=per_channel)
-        partial.replace(target)  # atomic, like the float export
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-def onnx_session(path: Path) -> Any:
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = settings.EMBEDDING_THREADS
-    # Idle ONNX threads must sleep, not spin: on a small machine spinning steals the
-    # CPU from the event loop and the database driver.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -100,7 +59,9 @@ class Encoder:
     model into EMBEDDING_CACHE_DIR, then reused): for one short query, per-operator
     overhead dominates and ONNX Runtime is about three times quicker than PyTorch here.
     It is used only if it reproduces sentence-transformers' vectors; anything
-    unexpected falls back to sentence-transformers itself.
+    unexpected falls back to sentence-transformers itself. With EMBEDDING_QUANTIZE an
+    int8 copy of that file replaces it if its vectors stay close enough
+    (``QUANTIZED_MIN_COSINE``). The files themselves: ``knowledge.onnx_models``.
     """
 
     def __init__(self, name: str) -> None:
@@ -143,40 +104,7 @@ class Encoder:
         return getattr(modules[0], "auto_model", None)
 
     def _onnx_file(self) -> Path:
-        import torch
-
-        digest = hashlib.sha1(f"{model_path(self.name)}|{torch.__version__}".encode()).hexdigest()[:12]
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(self.name).name)
-        return Path(settings.EMBEDDING_CACHE_DIR) / f"{safe}-{digest}.onnx"
-
-    def _export_onnx(self, model: Any, target: Path) -> None:
-        import torch
-
-        class Hidden(torch.nn.Module):
-            def __init__(self, inner: Any) -> None:
-                super().__init__()
-                self.inner = inner
-
-            def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-                return self.inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-
-        probe = self._tokenize(["warm up", "a longer probe sentence, so that the batch has padding"])
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(f".{os.getpid()}.tmp")
-        axes = {0: "batch", 1: "tokens"}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                Hidden(model.eval()),
-                (torch.from_numpy(probe["input_ids"]), torch.from_numpy(probe["attention_mask"])),
-                str(partial),
-                input_names=["input_ids", "attention_mask"],
-                output_names=["hidden"],
-                dynamic_axes={"input_ids": axes, "attention_mask": axes, "hidden": axes},
-                opset_version=17,
-                dynamo=False,
-            )
-        partial.replace(target)  # atomic: another process never reads half a file
+        return onnx_models.float_file(self.name, model_path(self.name))
 
     def _start_onnx(self) -> bool:
         model = self._mean_pooling_bert()
@@ -185,8 +113,9 @@ class Encoder:
         try:
             target = self._onnx_file()
             if not target.exists():
-                self._export_onnx(model, target)
-            self._session = onnx_session(target)
+                probe = self._tokenize(["warm up", "a longer probe sentence, so that the batch has padding"])
+                onnx_models.export(model, probe, target)
+            self._session = onnx_models.session(target)
             check = list(CHECK_SENTENCES)
             if not np.allclose(self._onnx_pooled(check), self._reference(check), atol=1e-4):
                 log.warning("ONNX embedding model disagrees with sentence-transformers; not using it")
@@ -202,10 +131,10 @@ class Encoder:
         """Switch to the int8 model if it agrees with sentence-transformers; else keep float."""
         float_session = self._session
         try:
-            target = quantized_file(float_file)
+            target = onnx_models.quantized_file(float_file)
             if not target.exists():
-                quantize_onnx(float_file, target)
-            self._session = onnx_session(target)
+                onnx_models.quantize(float_file, target)
+            self._session = onnx_models.session(target)
             check = list(CHECK_SENTENCES)
             agreement = row_cosines(self._onnx_pooled(check), self._reference(check))
             if agreement.min() < QUANTIZED_MIN_COSINE:

@@ -21,9 +21,9 @@ from knowledge.embeddings import (
     QueryBatcher,
     get_batcher,
     get_encoder,
-    quantized_file,
     row_cosines,
 )
+from knowledge.onnx_models import quantized_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -220,7 +220,7 @@ def test_the_int8_model_is_written_once_next_to_the_float_one_and_reused(
     written = int8_file.stat().st_mtime_ns
     settings.EMBEDDING_QUANTIZE = True
     settings.EMBEDDING_CACHE_DIR = str(int8_cache)
-    with mock.patch("knowledge.embeddings.quantize_onnx", side_effect=AssertionError("quantized again")):
+    with mock.patch("knowledge.onnx_models.quantize", side_effect=AssertionError("quantized again")):
         again = Encoder(DEFAULT_MODEL)
     assert again.quantized
     assert int8_file.stat().st_mtime_ns == written
