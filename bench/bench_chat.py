@@ -185,18 +185,21 @@ async def hello(url: str) -> websockets.ClientConnection:
     return ws
 
 
-async def ask(ws: websockets.ClientConnection, text: str) -> tuple[float, float, str]:
-    """Send one message; (ms to first reply.delta, ms to reply.end, source)."""
+async def ask(ws: websockets.ClientConnection, text: str) -> tuple[float, float, str, float]:
+    """Send one message; (ms to first reply.delta, ms to reply.end, source, ms to the ack,
+    i.e. until the message was stored)."""
     started = time.perf_counter()
-    first = None
+    first = ack = None
     await ws.send(json.dumps({"type": "message", "text": text, "client_id": str(time.time_ns())}))
     while True:
         frame = json.loads(await ws.recv())
-        if frame["type"] == "reply.delta" and first is None:
+        if frame["type"] == "ack":
+            ack = time.perf_counter() - started
+        elif frame["type"] == "reply.delta" and first is None:
             first = time.perf_counter() - started
         elif frame["type"] == "reply.end":
             end = time.perf_counter() - started
-            return (first or end) * 1000, end * 1000, frame["source"]
+            return (first or end) * 1000, end * 1000, frame["source"], (ack or end) * 1000
         elif frame["type"] == "error":
             raise RuntimeError(frame)
 
@@ -205,7 +208,7 @@ async def llm_conversations(url: str, fake_port: int, n: int = 100, spread: floa
     direct_ttft, direct_total = await direct_streams(fake_port, n)
     sockets = await asyncio.gather(*(hello(url) for _ in range(n)))
 
-    async def one(i: int, ws: websockets.ClientConnection) -> tuple[float, float, str]:
+    async def one(i: int, ws: websockets.ClientConnection) -> tuple[float, float, str, float]:
         await asyncio.sleep(spread * i / n)
         return await ask(ws, f"Tell me a story about ships, number {i}")
 
@@ -224,7 +227,8 @@ async def llm_conversations(url: str, fake_port: int, n: int = 100, spread: floa
         f"whole stream median {fake_stream:.0f} ms"
     )
     print(
-        f"  visitor saw: first delta median {statistics.median(r[0] for r in results):.1f} ms, "
+        f"  visitor saw: ack (message stored) median {statistics.median(r[3] for r in results):.1f} ms, "
+        f"first delta median {statistics.median(r[0] for r in results):.1f} ms, "
         f"reply.end median {statistics.median(r[1] for r in results):.0f} ms"
     )
     print(
@@ -250,7 +254,7 @@ async def kb_answers(url: str, visitors: int = 50, each: int = 10, rate: float |
     period = visitors / rate if rate else 0.0
     start_at = time.perf_counter() + 0.2
 
-    async def visitor(i: int, ws: websockets.ClientConnection) -> list[tuple[float, float, str]]:
+    async def visitor(i: int, ws: websockets.ClientConnection) -> list[tuple[float, float, str, float]]:
         done = []
         phase = random.Random(i).random() * period
         for k in range(each):
