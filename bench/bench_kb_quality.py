@@ -180,13 +180,7 @@ def mean_figures(rows: list[dict[str, float | None]]) -> dict[str, float | None]
         values = [r[key] for r in rows if r[key] is not None]
         return float(np.mean(values)) if values else None
 
-    return {
-        "top1": mean("top1"),
-        "threshold": mean("threshold"),
-        "precision": mean("precision"),
-        "coverage": mean("coverage"),
-        "far": mean("far"),
-    }
+    return {key: mean(key) for key in ("top1", "threshold", "precision", "coverage", "far")}
 
 
 def validate(folds: int) -> None:

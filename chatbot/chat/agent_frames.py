@@ -110,20 +110,28 @@ def _iso(moment: Any) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
+def _bot(conversation: Conversation) -> dict[str, Any]:
+    return {"id": conversation.bot_id, "name": conversation.bot.name}
+
+
+def _visitor(conversation: Conversation) -> dict[str, Any]:
+    visitor = conversation.visitor
+    return {
+        "name": visitor.name,
+        "email": visitor.email,
+        "language": visitor.language,
+        "page": visitor.page_url,
+    }
+
+
 def conversation_item(conversation: Conversation) -> dict[str, Any]:
     """A conversation in the queue or the agent's own list. ``conversation`` comes with its
     bot and visitor selected and ``last_message`` annotated."""
-    visitor = conversation.visitor
     last = getattr(conversation, "last_message", None) or ""
     return {
         "id": conversation.pk,
-        "bot": {"id": conversation.bot_id, "name": conversation.bot.name},
-        "visitor": {
-            "name": visitor.name,
-            "email": visitor.email,
-            "language": visitor.language,
-            "page": visitor.page_url,
-        },
+        "bot": _bot(conversation),
+        "visitor": _visitor(conversation),
         "status": conversation.status,
         "waiting_since": _iso(conversation.handoff_requested_at),
         "last_message": last[:LAST_MESSAGE_CHARS],
@@ -145,20 +153,13 @@ def conversation_frame(
 ) -> dict[str, Any]:
     """Everything the console shows of one conversation. ``suggestions``: knowledge-base
     candidates (entry_id, question, answer, score) for the visitor's latest question."""
-    visitor = conversation.visitor
     agent = conversation.assigned_agent
     return {
         "type": "conversation",
         "conversation": {
             "id": conversation.pk,
-            "bot": {"id": conversation.bot_id, "name": conversation.bot.name},
-            "visitor": {
-                "name": visitor.name,
-                "email": visitor.email,
-                "language": visitor.language,
-                "page": visitor.page_url,
-                "uid": str(visitor.uid),
-            },
+            "bot": _bot(conversation),
+            "visitor": {**_visitor(conversation), "uid": str(conversation.visitor.uid)},
             "status": conversation.status,
             "assigned_agent": frames.display_name(agent) if agent is not None else None,
             "messages": [frames.message_item(m) for m in messages],
