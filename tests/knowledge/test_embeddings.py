@@ -21,6 +21,7 @@ from knowledge.embeddings import (
     QueryBatcher,
     get_batcher,
     get_encoder,
+    length_groups,
     row_cosines,
 )
 from knowledge.onnx_models import quantized_file
@@ -39,6 +40,40 @@ def test_the_fast_path_gives_the_same_vectors_as_sentence_transformers() -> None
     encoder = get_encoder()
     texts = ["How do I return an item?", "a", "Can I pay with Alipay or WeChat Pay when I order from abroad?"]
     assert np.allclose(encoder.encode(texts), encoder._reference(texts), atol=1e-4)
+
+
+def test_length_groups_keep_similar_lengths_together_and_every_row_once() -> None:
+    lengths = [12, 80, 11, 13, 12, 79, 12]
+    groups = length_groups(lengths, max_batch=64, call_cost=12)
+    assert [sorted(lengths[i] for i in group) for group in groups] == [[11, 12, 12, 12, 13], [79, 80]]
+    assert sorted(i for group in groups for i in group) == list(range(len(lengths)))
+
+
+def test_length_groups_make_one_call_when_lengths_are_alike_and_respect_the_batch_size() -> None:
+    assert length_groups([10, 11, 10, 12], max_batch=64) == [[0, 2, 1, 3]]
+    groups = length_groups([10] * 10, max_batch=4)
+    assert [len(group) for group in groups] == [2, 4, 4]  # least calls, none over 4
+    # A lone long row is worth its own call only when the call costs less than its padding.
+    assert len(length_groups([10, 10, 14], max_batch=64, call_cost=12)) == 1
+    assert len(length_groups([10, 10, 40], max_batch=64, call_cost=12)) == 2
+    assert length_groups([], max_batch=8) == []
+
+
+def test_a_long_question_in_a_batch_of_short_ones_gets_its_own_call_and_the_same_vectors() -> None:
+    encoder = get_encoder()
+    texts = [f"where is order {n}?" for n in range(12)]
+    texts.insert(5, "I ordered a blue jacket three weeks ago, paid extra for express delivery, " * 3)
+    calls: list[tuple[int, int]] = []
+    pooled = encoder._pooled
+
+    def spy(features: dict[str, np.ndarray]) -> np.ndarray:
+        calls.append(features["input_ids"].shape)
+        return pooled(features)
+
+    with mock.patch.object(encoder, "_pooled", spy):
+        vectors = encoder.encode(texts)
+    assert len(calls) == 2 and sorted(rows for rows, _ in calls) == [1, 12]
+    assert np.allclose(vectors, encoder._reference(texts), atol=1e-4)
 
 
 def test_paraphrases_are_closer_than_unrelated_questions() -> None:
