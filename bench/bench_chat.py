@@ -264,12 +264,13 @@ async def kb_answers(url: str, visitors: int = 50, each: int = 10, rate: float |
             done.append(await ask(ws, KB_QUESTIONS[(i + k) % len(KB_QUESTIONS)]))
         return done
 
-    started = time.perf_counter()
     batches = await asyncio.gather(*(visitor(i, ws) for i, ws in enumerate(sockets)))
-    wall = time.perf_counter() - started
+    wall = time.perf_counter() - start_at  # from the first question the schedule allows
     await asyncio.gather(*(ws.close() for ws in sockets))
     results = [r for batch in batches for r in batch]
-    latency = [r[1] for r in results]
+    # Latency of knowledge-base answers only: a question the KB leaves to the LLM takes the
+    # fake's whole stream (0.4 s) and would be measuring something else.
+    latency = [r[1] for r in results if r[2] == "knowledge"] or [r[1] for r in results]
     kb = sum(r[2] == "knowledge" for r in results)
     load = f"offered {rate:.0f}/s" if rate else "closed loop (each asks again at once)"
     print(
@@ -279,7 +280,7 @@ async def kb_answers(url: str, visitors: int = 50, each: int = 10, rate: float |
     print(
         f"  latency message -> reply.end median {statistics.median(latency):.1f} ms, "
         f"p95 {pct(latency, 0.95):.1f} ms (target <= 30 ms median); "
-        f"{len(results) / wall:.0f} answers/s (target >= 150)"
+        f"{kb / wall:.0f} knowledge-base answers/s (target >= 150)"
     )
 
 

@@ -4,7 +4,9 @@
 when it is sure, otherwise streams from the LLM (with the best entries as references when
 the match decision is "reference"), otherwise sends the bot's fallback reply and flags the
 conversation for follow-up. It yields events: one ``ReplyStart``, ``ReplyDelta``s, one
-``ReplyEnd``. ORM access runs in ``sync_to_async`` helpers, never on the event loop.
+``ReplyEnd``. ORM access runs in ``sync_to_async`` helpers, never on the event loop; the
+visitor's message and the reply are stored through ``GroupCommit``, so messages and replies
+of many conversations that arrive together share a transaction.
 
 The reply's row is reserved together with the visitor's message (empty, status ``failed``
 until the reply is stored into it), so a client can name the reply from its first word; a
@@ -22,13 +24,14 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from asgiref.sync import sync_to_async
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from chatbot.group_commit import GroupCommit
 from chatbot.llm import ChatResult, Delta, LLMError, complete, is_configured, stream_chat
 from chatbot.models import Bot, Conversation, Message
 from chatbot.prompting import Turn, build_prompt, context_budget, split_for_summary, summary_request
-from chatbot.services import visitor_message_add
+from chatbot.services import visitor_messages_add
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +102,7 @@ async def reply_stream(*, conversation_id: int, text: str) -> AsyncIterator[Repl
         raise ValueError("The message is empty.")
     if len(text) > MAX_QUESTION_LENGTH:
         raise ValueError(f"The message is longer than {MAX_QUESTION_LENGTH} characters.")
-    ctx = await sync_to_async(_visitor_message_store)(conversation_id, text, time.perf_counter())
+    ctx = await _store_visitor_message(_Arrival(conversation_id, text, time.perf_counter()))
     yield ReplyStart(visitor_message_id=ctx.visitor_message_id, reply_id=ctx.reply_id)
     if ctx.status == Conversation.Status.WITH_AGENT:
         yield ReplyEnd(message_id=None, text="", source="", status="")
@@ -119,7 +122,7 @@ async def _reply(ctx: _Context, text: str) -> AsyncIterator[ReplyEvent]:
     candidates = list(match.candidates) if match is not None else []
     if decision == "answer" and candidates:
         best = candidates[0]
-        message_id = await sync_to_async(_reply_store)(
+        message_id = await _reply_store(
             ctx.conversation_id,
             reply_id=ctx.reply_id,
             text=best.answer,
@@ -196,7 +199,7 @@ async def _llm_reply(ctx: _Context, question: str, references: list[Any]) -> Asy
         return
     except (asyncio.CancelledError, GeneratorExit):
         if parts:  # the visitor left mid-reply: keep what they saw in the transcript
-            store = sync_to_async(_reply_store)(
+            store = _reply_store(
                 ctx.conversation_id,
                 reply_id=ctx.reply_id,
                 text="".join(parts),
@@ -209,7 +212,7 @@ async def _llm_reply(ctx: _Context, question: str, references: list[Any]) -> Asy
         async for event in _fallback(ctx, "the LLM sent an empty reply"):
             yield event
         return
-    message_id = await sync_to_async(_reply_store)(
+    message_id = await _reply_store(
         ctx.conversation_id,
         reply_id=ctx.reply_id,
         text=result.text,
@@ -238,7 +241,7 @@ async def _partial_store(
     """The stream broke after some text: store what the visitor saw, marked partial."""
     text = err.partial_text or streamed
     log.warning("LLM reply broke after %d characters: %s", len(text), err)
-    message_id = await sync_to_async(_reply_store)(
+    message_id = await _reply_store(
         ctx.conversation_id,
         reply_id=ctx.reply_id,
         text=text,
@@ -264,7 +267,7 @@ async def _partial_store(
 async def _fallback(ctx: _Context, reason: str) -> AsyncIterator[ReplyEvent]:
     log.info("fallback reply in conversation %s: %s", ctx.conversation_id, reason)
     text = ctx.bot.fallback_reply.strip() or DEFAULT_FALLBACK
-    message_id = await sync_to_async(_reply_store)(
+    message_id = await _reply_store(
         ctx.conversation_id,
         reply_id=ctx.reply_id,
         text=text,
@@ -276,21 +279,41 @@ async def _fallback(ctx: _Context, reason: str) -> AsyncIterator[ReplyEvent]:
     yield ReplyEnd(message_id, text, Message.Source.FALLBACK, Message.Status.COMPLETE, error=reason)
 
 
-def _visitor_message_store(conversation_id: int, text: str, received: float) -> _Context:
-    conversation = Conversation.objects.select_related("bot").get(pk=conversation_id)
-    message, reply_id, conversation = visitor_message_add(
-        conversation=conversation, text=text, reserve_reply=True
+@dataclass(frozen=True, slots=True)
+class _Arrival:
+    conversation_id: int
+    text: str
+    received: float
+
+
+def _visitor_messages_store(arrivals: list[_Arrival]) -> list[_Context | BaseException]:
+    """Store visitors' messages that arrived together (group commit): one read of their
+    conversations, one transaction. A conversation deleted meanwhile fails only its own."""
+    found = Conversation.objects.select_related("bot").in_bulk({a.conversation_id for a in arrivals})
+    results: list[_Context | BaseException] = [
+        Conversation.DoesNotExist(f"conversation {a.conversation_id} does not exist") for a in arrivals
+    ]
+    present = [n for n, a in enumerate(arrivals) if a.conversation_id in found]
+    stored = visitor_messages_add(
+        arrivals=[(found[arrivals[n].conversation_id], arrivals[n].text) for n in present], reserve_reply=True
     )
-    return _Context(
-        bot=conversation.bot,
-        conversation_id=conversation_id,
-        status=conversation.status,
-        visitor_message_id=message.pk,
-        reply_id=reply_id,
-        summary=conversation.summary,
-        summary_until=conversation.summary_until,
-        received=received,
-    )
+    for n, (message, reply_id, conversation) in zip(present, stored, strict=True):
+        results[n] = _Context(
+            bot=found[arrivals[n].conversation_id].bot,
+            conversation_id=conversation.pk,
+            status=conversation.status,
+            visitor_message_id=message.pk,
+            reply_id=reply_id,
+            summary=conversation.summary,
+            summary_until=conversation.summary_until,
+            received=arrivals[n].received,
+        )
+    return results
+
+
+_store_visitor_message = GroupCommit[_Arrival, _Context](
+    lambda arrivals: _visitor_messages_store(arrivals), retry_alone=(IntegrityError,)
+)
 
 
 def _history(conversation_id: int, *, after: int | None, before: int) -> tuple[list[Turn], bool]:
@@ -302,7 +325,15 @@ def _history(conversation_id: int, *, after: int | None, before: int) -> tuple[l
     return newest[:HISTORY_LIMIT][::-1], len(newest) > HISTORY_LIMIT
 
 
-def _reply_store(
+@dataclass(frozen=True, slots=True)
+class _ReplyRow:
+    conversation_id: int
+    reply_id: int | None  # the reserved row
+    fields: dict[str, Any]
+    needs_followup: bool
+
+
+def _reply_row(
     conversation_id: int,
     *,
     reply_id: int | None = None,
@@ -314,9 +345,9 @@ def _reply_store(
     result: ChatResult | None = None,
     needs_followup: bool = False,
     elapsed_ms: int | None = None,
-) -> int:
-    """Store a reply into its reserved row. ``elapsed_ms``: time from the visitor's message
-    to this reply, or (with an LLM ``result``) to the LLM call, whose own timings are added."""
+) -> _ReplyRow:
+    """What to store for a reply. ``elapsed_ms``: time from the visitor's message to this
+    reply, or (with an LLM ``result``) to the LLM call, whose own timings are added."""
     usage: dict[str, Any] = {}
     if elapsed_ms is not None and result is None:
         usage = {"ttft_ms": elapsed_ms, "total_ms": elapsed_ms}
@@ -338,17 +369,35 @@ def _reply_store(
         "score": score,
         **usage,
     }
+    return _ReplyRow(conversation_id, reply_id, fields, needs_followup)
+
+
+def _replies_store(rows: list[_ReplyRow]) -> list[int | BaseException]:
+    """Store replies that ended together (group commit) into their reserved rows, in one
+    transaction; a new row only where the reserved one is gone (deleted by hand)."""
+    ids: list[int | BaseException] = []
     with transaction.atomic():
-        # Into the reserved row; a new one only if that row is gone (deleted by hand meanwhile).
-        if reply_id is None or not Message.objects.filter(pk=reply_id).update(**fields):
-            reply_id = Message.objects.create(
-                conversation_id=conversation_id, role=Message.Role.BOT, **fields
-            ).pk
-        changes: dict[str, Any] = {"last_activity_at": timezone.now()}
-        if needs_followup:
-            changes["needs_followup"] = True
-        Conversation.objects.filter(pk=conversation_id).update(**changes)
-    return reply_id
+        for row in rows:
+            reply_id = row.reply_id
+            if reply_id is None or not Message.objects.filter(pk=reply_id).update(**row.fields):
+                reply_id = Message.objects.create(
+                    conversation_id=row.conversation_id, role=Message.Role.BOT, **row.fields
+                ).pk
+            ids.append(reply_id)
+        conversations = Conversation.objects.filter(pk__in={row.conversation_id for row in rows})
+        conversations.update(last_activity_at=timezone.now())
+        if followup := {row.conversation_id for row in rows if row.needs_followup}:
+            Conversation.objects.filter(pk__in=followup).update(needs_followup=True)
+    return ids
+
+
+_store_replies = GroupCommit[_ReplyRow, int](lambda rows: _replies_store(rows), retry_alone=(IntegrityError,))
+
+
+async def _reply_store(conversation_id: int, **details: Any) -> int:
+    """Store a reply (see ``_reply_row`` for the details), together with any others
+    that end at the same time. Returns its message id."""
+    return await _store_replies(_reply_row(conversation_id, **details))
 
 
 def _plus(value: int | None, offset: int | None) -> int | None:

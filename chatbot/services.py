@@ -106,22 +106,42 @@ def visitor_message_add(
     ``reserve_reply`` and no agent in charge, an empty bot row is reserved for the reply
     in the same transaction. Returns the message, the reserved row's id and the
     conversation (its status after the reopening)."""
-    if conversation.status == Status.CLOSED:
-        conversation = conversation_set_status(conversation=conversation, status=Status.OPEN)
-    rows = [Message(conversation_id=conversation.pk, role=Message.Role.VISITOR, text=text)]
-    if reserve_reply and conversation.status != Status.WITH_AGENT:
-        reserved = Message(
-            conversation_id=conversation.pk,
-            role=Message.Role.BOT,
-            source=Message.Source.LLM,
-            status=Message.Status.FAILED,
-        )
-        rows.append(reserved)
+    return visitor_messages_add(arrivals=[(conversation, text)], reserve_reply=reserve_reply)[0]
+
+
+def visitor_messages_add(
+    *, arrivals: list[tuple[Conversation, str]], reserve_reply: bool
+) -> list[tuple[Message, int | None, Conversation]]:
+    """``visitor_message_add`` for several messages (of any conversations) at once: one
+    transaction, one INSERT for every row, one UPDATE of the conversations' activity."""
+    reopened = [
+        conversation_set_status(conversation=c, status=Status.OPEN) if c.status == Status.CLOSED else c
+        for c, _ in arrivals
+    ]
+    rows: list[Message] = []
+    reserved: list[Message | None] = []
+    for conversation, (_, text) in zip(reopened, arrivals, strict=True):
+        rows.append(Message(conversation_id=conversation.pk, role=Message.Role.VISITOR, text=text))
+        reply = None
+        if reserve_reply and conversation.status != Status.WITH_AGENT:
+            reply = Message(
+                conversation_id=conversation.pk,
+                role=Message.Role.BOT,
+                source=Message.Source.LLM,
+                status=Message.Status.FAILED,
+            )
+            rows.append(reply)
+        reserved.append(reply)
     with transaction.atomic():
-        # One INSERT for both rows (ids come back in order on SQLite and PostgreSQL).
+        # One INSERT for all rows (ids come back in order on SQLite and PostgreSQL).
         Message.objects.bulk_create(rows)
-        Conversation.objects.filter(pk=conversation.pk).update(last_activity_at=rows[0].created_at)
-    return rows[0], rows[1].pk if len(rows) > 1 else None, conversation
+        conversations = Conversation.objects.filter(pk__in={c.pk for c in reopened})
+        conversations.update(last_activity_at=rows[-1].created_at)
+    visitor_rows = [row for row in rows if row.role == Message.Role.VISITOR]
+    return [
+        (message, reply.pk if reply is not None else None, conversation)
+        for message, reply, conversation in zip(visitor_rows, reserved, reopened, strict=True)
+    ]
 
 
 def conversation_followup_request(*, conversation_id: int) -> None:

@@ -399,10 +399,10 @@ async def _connect(bot: Any) -> Any:
 async def test_a_failure_before_the_message_is_stored_is_a_server_error(
     kb: StandIn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(conversation_id: int, text: str, received: float) -> None:
+    def broken(arrivals: list[Any]) -> None:
         raise RuntimeError("database is down")
 
-    monkeypatch.setattr(replying, "_visitor_message_store", broken)
+    monkeypatch.setattr(replying, "_visitor_messages_store", broken)
     async with connected(await db(make_bot)) as comm:
         await hello(comm)
         await send(comm, type="message", text="hello", client_id="c1")
@@ -420,7 +420,7 @@ async def test_a_failure_mid_reply_ends_it_as_failed_and_leaves_no_empty_reply(
         raise RuntimeError("database is down")
 
     llm()
-    monkeypatch.setattr(replying, "_reply_store", broken)
+    monkeypatch.setattr(replying, "_replies_store", broken)
     async with connected(await db(make_bot)) as comm:
         welcome = await hello(comm)
         await send(comm, type="message", text="[[fake: tokens=3]]", client_id="c1")

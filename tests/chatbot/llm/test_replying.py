@@ -285,3 +285,59 @@ async def test_a_summary_refresh_only_folds_what_is_not_covered(
     assert "turn 3" in first.summary and "turn 4" not in first.summary
     assert await replying.summary_refresh(conversation_id=conv.pk, budget=240) is False  # nothing new to fold
     assert (await reload(conv)).summary_until == ids[3]
+
+
+async def test_replies_of_many_conversations_at_once_share_transactions_and_stay_apart(
+    kb: StandIn, llm: Callable[..., None]
+) -> None:
+    bot = await sync_to_async(make_bot)()
+    convs = [await sync_to_async(make_conversation)(bot) for _ in range(8)]
+    refunds = await entry(convs[0], "How long do refunds take?", "Five working days.")
+    kb.result = MatchResult("answer", [Candidate(refunds.pk, refunds.question, refunds.answer, 0.93)])
+    stores_before = (replying._store_visitor_message.batches, replying._store_replies.batches)
+    results = await asyncio.gather(*(events_of(c.pk, f"refunds? ({n})") for n, c in enumerate(convs)))
+    stores = (
+        replying._store_visitor_message.batches - stores_before[0],
+        replying._store_replies.batches - stores_before[1],
+    )
+    assert stores[0] < len(convs) and stores[1] < len(convs)  # grouped, not one trip each
+    for n, (conv, events) in enumerate(zip(convs, results, strict=True)):
+        visitor, reply = await messages(conv.pk)
+        assert (visitor.role, visitor.text) == ("visitor", f"refunds? ({n})")
+        assert (reply.role, reply.text, reply.source, reply.matched_entry_id) == (
+            "bot",
+            "Five working days.",
+            "knowledge",
+            refunds.pk,
+        )
+        assert events[0] == ReplyStart(visitor_message_id=visitor.pk, reply_id=reply.pk)
+        assert events[0].reply_id == reply.pk and events[-1].message_id == reply.pk
+
+
+def test_storing_messages_together_fails_only_the_one_whose_conversation_is_gone() -> None:
+    kept, gone = make_conversation(), make_conversation()
+    gone_id = gone.pk
+    gone.delete()
+    contexts = replying._visitor_messages_store(
+        [replying._Arrival(kept.pk, "hello", 0.0), replying._Arrival(gone_id, "anyone?", 0.0)]
+    )
+    assert isinstance(contexts[1], Conversation.DoesNotExist)
+    stored = list(Message.objects.filter(conversation=kept).values_list("role", "text"))
+    assert stored == [("visitor", "hello"), ("bot", "")]
+    assert contexts[0].visitor_message_id == Message.objects.get(role="visitor").pk
+
+
+def test_storing_replies_together_uses_the_reserved_rows_and_flags_only_the_fallbacks() -> None:
+    first, second = make_conversation(), make_conversation()
+    reserved = make_message(first, role="bot", source="llm", status="failed", text="")
+    rows = [
+        replying._reply_row(first.pk, reply_id=reserved.pk, text="From the KB.", source="knowledge"),
+        replying._reply_row(
+            second.pk, reply_id=None, text="A person will help.", source="fallback", needs_followup=True
+        ),
+    ]
+    ids = replying._replies_store(rows)
+    assert ids[0] == reserved.pk
+    assert Message.objects.get(pk=ids[1]).text == "A person will help."
+    flags = dict(Conversation.objects.values_list("pk", "needs_followup"))
+    assert flags == {first.pk: False, second.pk: True}
