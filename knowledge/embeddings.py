@@ -315,7 +315,11 @@ class QueryBatcher:
 
     def _run(self) -> None:
         while True:
-            batch = self._take_batch()
+            # A caller that gave up (its task was cancelled) has cancelled its future: skip
+            # it. The others can no longer be cancelled, so delivering to them can't fail.
+            batch = [r for r in self._take_batch() if r.future.set_running_or_notify_cancel()]
+            if not batch:
+                continue
             texts = list(dict.fromkeys(request.text for request in batch))
             try:
                 encoded = self.encoder.encode(texts)

@@ -164,6 +164,20 @@ def test_an_encoding_failure_reaches_every_waiting_caller_and_the_worker_survive
     assert batcher.encode("later").vector[0] == 5
 
 
+def test_a_query_whose_caller_gave_up_is_skipped_and_the_worker_survives() -> None:
+    # A visitor who leaves cancels their task, and asyncio cancels the query's future; the
+    # worker once died delivering to it (InvalidStateError), and every later match hung.
+    encoder = SlowEncoder()
+    batcher = QueryBatcher(encoder, max_batch=64, wait_ms=0, cache_size=0)
+    busy = batcher.submit("keeps the worker busy")
+    abandoned, kept = batcher.submit("abandoned"), batcher.submit("kept")
+    assert abandoned.cancel()
+    assert busy.result(timeout=5).vector[0] == 21
+    assert kept.result(timeout=5).vector[0] == 4
+    assert batcher.encode("later").vector[0] == 5
+    assert sum(encoder.batches) == 3  # the abandoned query was never encoded
+
+
 def test_repeated_questions_come_from_the_cache() -> None:
     encoder = SlowEncoder()
     batcher = QueryBatcher(encoder, max_batch=8, wait_ms=0, cache_size=2)
