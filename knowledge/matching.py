@@ -192,29 +192,29 @@ async def amatch(bot: Bot, text: str, *, k: int = 5, fresh_revision: bool = Fals
     return _result(bot, snapshot, ranked, started)
 
 
-_in_flight: dict[tuple[int, int], asyncio.Future[Snapshot]] = {}
+_in_flight: dict[tuple[int, int], asyncio.Task[Snapshot]] = {}
 
 
 async def _snapshot_shared(bot_id: int) -> Snapshot:
     """``snapshot_for`` for concurrent async callers: callers that arrive while a check for
     the same bot is under way share its result instead of queueing a read each (the
-    database thread is one thread). A shared read is at most one query's time old."""
+    database thread is one thread). A shared read is at most one query's time old.
+
+    The read runs as a task of its own, so the caller that started it can be cancelled
+    (its visitor left) without failing the others waiting for it."""
     key = (id(asyncio.get_running_loop()), bot_id)
-    pending = _in_flight.get(key)
-    if pending is not None:
-        return await asyncio.shield(pending)
-    future: asyncio.Future[Snapshot] = asyncio.get_running_loop().create_future()
-    _in_flight[key] = future
-    try:
-        snapshot = await database_sync_to_async(snapshot_for)(bot_id)
-        future.set_result(snapshot)
-        return snapshot
-    except BaseException as err:
-        future.set_exception(err)
-        future.exception()  # mark retrieved: no "never retrieved" warning if nobody waited
-        raise
-    finally:
+    task = _in_flight.get(key)
+    if task is None:
+        task = _in_flight[key] = asyncio.ensure_future(database_sync_to_async(snapshot_for)(bot_id))
+        task.add_done_callback(lambda done: _read_finished(key, done))
+    return await asyncio.shield(task)
+
+
+def _read_finished(key: tuple[int, int], task: asyncio.Task[Snapshot]) -> None:
+    if _in_flight.get(key) is task:
         del _in_flight[key]
+    if not task.cancelled():
+        task.exception()  # mark retrieved: no "never retrieved" warning if nobody waited
 
 
 def forget_snapshots() -> None:

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
@@ -222,3 +225,24 @@ def test_a_bot_without_entries_matches_nothing_without_an_error() -> None:
     bot = make_bot(name="Empty")
     result = matching.match(bot, "Where is my order?")
     assert (result.decision, result.candidates) == ("none", [])
+
+
+async def test_a_caller_that_gives_up_does_not_fail_the_others_sharing_its_index_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Concurrent matches for one bot share one revision read; the caller that started it
+    # may be cancelled (its visitor left) while others wait for the same read.
+    def slow_read(bot_id: int) -> str:
+        time.sleep(0.2)
+        return f"index of bot {bot_id}"
+
+    monkeypatch.setattr(matching, "snapshot_for", slow_read)
+    starter = asyncio.ensure_future(matching._snapshot_shared(7))
+    await asyncio.sleep(0.05)
+    waiter = asyncio.ensure_future(matching._snapshot_shared(7))
+    await asyncio.sleep(0.01)
+    starter.cancel()
+    assert await waiter == "index of bot 7"
+    with pytest.raises(asyncio.CancelledError):
+        await starter
+    assert matching._in_flight == {}
