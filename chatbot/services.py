@@ -114,6 +114,8 @@ def visitor_messages_add(
 ) -> list[tuple[Message, int | None, Conversation]]:
     """``visitor_message_add`` for several messages (of any conversations) at once: one
     transaction, one INSERT for every row, one UPDATE of the conversations' activity."""
+    if not arrivals:
+        return []
     reopened = [
         conversation_set_status(conversation=c, status=Status.OPEN) if c.status == Status.CLOSED else c
         for c, _ in arrivals

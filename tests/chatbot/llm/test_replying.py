@@ -325,6 +325,8 @@ def test_storing_messages_together_fails_only_the_one_whose_conversation_is_gone
     stored = list(Message.objects.filter(conversation=kept).values_list("role", "text"))
     assert stored == [("visitor", "hello"), ("bot", "")]
     assert contexts[0].visitor_message_id == Message.objects.get(role="visitor").pk
+    (alone,) = replying._visitor_messages_store([replying._Arrival(gone_id, "still there?", 0.0)])
+    assert isinstance(alone, Conversation.DoesNotExist)
 
 
 def test_storing_replies_together_uses_the_reserved_rows_and_flags_only_the_fallbacks() -> None:
