@@ -107,6 +107,18 @@ async def tabs_settled(group: str, *comms: WebsocketCommunicator) -> None:
             await until(comm, f"marker.{round_}")
 
 
+@asynccontextmanager
+async def two_tabs(
+    bot: Bot,
+) -> AsyncIterator[tuple[WebsocketCommunicator, WebsocketCommunicator, dict[str, Any]]]:
+    """Two tabs of one new visitor that know each other, and the first tab's welcome."""
+    async with connected(bot) as first, connected(bot) as second:
+        welcome = await hello(first)
+        await hello(second, welcome["visitor"])
+        await tabs_settled(f"conversation.{welcome['conversation']}", first, second)
+        yield first, second, welcome
+
+
 async def closed_with(comm: WebsocketCommunicator) -> int:
     output = await comm.receive_output(timeout=WAIT)
     assert output["type"] == "websocket.close", output

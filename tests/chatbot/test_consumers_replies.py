@@ -32,6 +32,7 @@ from tests.chatbot.test_consumers import (
     rows,
     send,
     tabs_settled,
+    two_tabs,
     until,
 )
 from tests.factories import make_bot
@@ -309,10 +310,7 @@ async def test_other_tabs_get_a_fast_stream_in_fewer_larger_pieces(
     channel-layer message, a Redis round trip with several processes)."""
     llm()
     bot = await db(make_bot)
-    async with connected(bot) as first, connected(bot) as second:
-        welcome = await hello(first)
-        await hello(second, welcome["visitor"])
-        await tabs_settled(f"conversation.{welcome['conversation']}", first, second)
+    async with two_tabs(bot) as (first, second, _):
         await send(first, type="message", text="Hi [[fake: tokens=12 delay_ms=1]]", client_id="c1")
         own = await until(first, "reply.end")
         other = await until(second, "reply.end")
@@ -328,10 +326,7 @@ async def test_two_tabs_sending_at_once_get_one_reply_after_the_other(
 ) -> None:
     llm()
     bot = await db(make_bot)
-    async with connected(bot) as first, connected(bot) as second:
-        welcome = await hello(first)
-        await hello(second, welcome["visitor"])
-        await tabs_settled(f"conversation.{welcome['conversation']}", first, second)
+    async with two_tabs(bot) as (first, second, welcome):
         async with conversation_lock(welcome["conversation"]):
             for comm, text in ((first, "from A [[fake: tokens=4]]"), (second, "from B [[fake: tokens=2]]")):
                 await send(comm, type="message", text=text, client_id="c")

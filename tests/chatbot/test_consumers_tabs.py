@@ -23,6 +23,7 @@ from tests.chatbot.test_consumers import (
     llm,
     send,
     tabs_settled,
+    two_tabs,
     until,
 )
 from tests.factories import make_bot
@@ -64,10 +65,7 @@ async def test_a_tab_that_joins_later_hears_the_first_and_is_heard(
 ) -> None:
     llm()
     bot = await db(make_bot)
-    async with connected(bot) as first, connected(bot) as second:
-        welcome = await hello(first)
-        await hello(second, welcome["visitor"])
-        await tabs_settled(f"conversation.{welcome['conversation']}", first, second)
+    async with two_tabs(bot) as (first, second, _):
         # The later tab learnt of the first from its "present" answer: its reply reaches it.
         await send(second, type="message", text="from the new tab [[fake: tokens=2]]", client_id="c1")
         own = await until(second, "reply.end")

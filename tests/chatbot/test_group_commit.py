@@ -26,12 +26,17 @@ class Recorder:
         return [ValueError(f"bad {item}") if item.startswith("bad") else item.upper() for item in items]
 
 
-async def hold_first_batch(writer: GroupCommit[str, str], recorder: Recorder) -> asyncio.Task[str]:
-    """Start one write and wait until the ORM thread is busy storing it."""
+async def queued_behind_a_first_write(
+    writer: GroupCommit[str, str], recorder: Recorder, *names: str
+) -> tuple[asyncio.Future[str], list[asyncio.Future[str]]]:
+    """Start the write "first", hold it on the ORM thread, and queue ``names`` behind it
+    (not released: the test does that)."""
     recorder.release.clear()
     first = asyncio.ensure_future(writer("first"))
     await asyncio.to_thread(recorder.entered.wait, 5)
-    return first
+    others = [asyncio.ensure_future(writer(name)) for name in names]
+    await asyncio.sleep(0.05)
+    return first, others
 
 
 async def test_a_lone_write_goes_at_once_in_a_batch_of_its_own() -> None:
@@ -46,9 +51,7 @@ async def test_a_lone_write_goes_at_once_in_a_batch_of_its_own() -> None:
 async def test_writes_that_arrive_while_one_is_stored_share_the_next_batch() -> None:
     recorder = Recorder()
     writer = GroupCommit(recorder)
-    first = await hold_first_batch(writer, recorder)
-    others = [asyncio.ensure_future(writer(name)) for name in ("b", "c", "d")]
-    await asyncio.sleep(0.05)
+    first, others = await queued_behind_a_first_write(writer, recorder, "b", "c", "d")
     recorder.release.set()
     assert await first == "FIRST"
     assert await asyncio.gather(*others) == ["B", "C", "D"]  # each caller gets its own result
@@ -58,9 +61,7 @@ async def test_writes_that_arrive_while_one_is_stored_share_the_next_batch() -> 
 async def test_a_batch_is_never_larger_than_max_batch() -> None:
     recorder = Recorder()
     writer = GroupCommit(recorder, max_batch=2)
-    first = await hold_first_batch(writer, recorder)
-    others = [asyncio.ensure_future(writer(name)) for name in "bcde"]
-    await asyncio.sleep(0.05)
+    first, others = await queued_behind_a_first_write(writer, recorder, *"bcde")
     recorder.release.set()
     await asyncio.gather(first, *others)
     assert recorder.batches == [["first"], ["b", "c"], ["d", "e"]]
@@ -69,9 +70,7 @@ async def test_a_batch_is_never_larger_than_max_batch() -> None:
 async def test_an_item_that_fails_fails_only_its_own_caller() -> None:
     recorder = Recorder()
     writer = GroupCommit(recorder)
-    first = await hold_first_batch(writer, recorder)
-    good, bad = asyncio.ensure_future(writer("good")), asyncio.ensure_future(writer("bad one"))
-    await asyncio.sleep(0.05)
+    first, (good, bad) = await queued_behind_a_first_write(writer, recorder, "good", "bad one")
     recorder.release.set()
     await first
     assert await good == "GOOD"
@@ -113,9 +112,7 @@ async def test_retry_alone_stores_the_good_items_of_a_batch_that_one_bad_item_br
 async def test_a_caller_that_gives_up_does_not_cancel_the_write() -> None:
     recorder = Recorder()
     writer = GroupCommit(recorder)
-    first = await hold_first_batch(writer, recorder)
-    leaving, staying = asyncio.ensure_future(writer("leaving")), asyncio.ensure_future(writer("staying"))
-    await asyncio.sleep(0.05)
+    first, (leaving, staying) = await queued_behind_a_first_write(writer, recorder, "leaving", "staying")
     leaving.cancel()
     recorder.release.set()
     assert await first == "FIRST"
