@@ -6,4 +6,6 @@ class KnowledgeConfig(AppConfig):
     verbose_name = "Knowledge base"
 
     def ready(self) -> None:
-        from knowledge import signals  # noqa: F401  (connects the revision signals)
+        from knowledge import blas, signals  # noqa: F401  (signals: connects the revision signals)
+
+        blas.limit_threads()

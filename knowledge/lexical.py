@@ -79,5 +79,10 @@ class BM25:
             return np.zeros(self.matrix.shape[1], dtype=np.float32), total_idf
         if self.dense is not None:
             return self.dense[known].sum(axis=0, dtype=np.float32), total_idf
-        scores = np.asarray(self.matrix[known].sum(axis=0)).ravel()
-        return scores.astype(np.float32, copy=False), total_idf
+        # Each known term's postings added in: scipy's row slicing and sum cost about ten
+        # times more in fixed overhead than this does in arithmetic.
+        scores = np.zeros(self.matrix.shape[1], dtype=np.float32)
+        indptr, documents, weights = self.matrix.indptr, self.matrix.indices, self.matrix.data
+        for term in known:  # a term's documents are distinct, so += adds each once
+            scores[documents[indptr[term] : indptr[term + 1]]] += weights[indptr[term] : indptr[term + 1]]
+        return scores, total_idf

@@ -27,7 +27,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from chatbot.models import Bot
-from knowledge import embeddings
+from knowledge import embeddings, shared_ranking
 from knowledge.models import Embedding, Entry
 from knowledge.ranking import Ranked, Ranker
 from knowledge.services import entries_embed
@@ -167,7 +167,8 @@ def match(bot: Bot, text: str, *, k: int = 5) -> MatchResult:
 
 async def amatch(bot: Bot, text: str, *, k: int = 5, fresh_revision: bool = False) -> MatchResult:
     """``match`` for async callers: the ORM runs in a worker thread, encoding on the
-    batcher's thread (micro-batched with other concurrent queries).
+    batcher's thread (micro-batched with other concurrent queries), and the search is
+    shared with the other queries of the same turn of the event loop.
 
     ``fresh_revision``: ``bot.kb_revision`` was read from the database just now (the reply
     pipeline reads the bot with the visitor's message), so an index built at that revision
@@ -184,11 +185,9 @@ async def amatch(bot: Bot, text: str, *, k: int = 5, fresh_revision: bool = Fals
     # A cached query's vector is ready at once: taken directly, since wrapping a finished
     # future still wakes the event loop through its self-pipe (a system call per message).
     query = vector.result() if vector.done() else await asyncio.wrap_future(vector)
-    ranker = snapshot.ranker
-    if len(ranker.plain) > 20_000:  # a big matrix product would stall the event loop
-        ranked = await asyncio.to_thread(ranker.rank, query.vector, text, k, unknown=query.unknown)
-    else:
-        ranked = ranker.rank(query.vector, text, k, unknown=query.unknown)
+    ranked = await shared_ranking.rank_with_others(
+        snapshot.ranker, query.vector, text, k, unknown=query.unknown
+    )
     return _result(bot, snapshot, ranked, started)
 
 

@@ -25,6 +25,7 @@ the precision-0.95 threshold is lower (about 0.55-0.85 instead of 0.83-0.99).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -130,31 +131,54 @@ class Ranker:
     def rank(self, query: np.ndarray, text: str, k: int = 5, *, unknown: float = 0.0) -> list[Ranked]:
         """Top ``k`` entries. ``unknown`` is the share of the query the embedding model
         could not read ([UNK] tokens); in blend mode it shifts weight to the lexical score."""
-        matrix = self.whitened
-        if not len(matrix):
-            return []
-        whitened_query = _normalise(query @ self.transform)
-        phrasing = matrix.phrasing_scores(whitened_query)
-        lexical = self._lexical(text, len(phrasing))
+        return self.rank_many(query[None, :], [text], k, unknowns=[unknown])[0]
+
+    def rank_many(
+        self,
+        queries: np.ndarray,
+        texts: Sequence[str],
+        k: int = 5,
+        *,
+        unknowns: Sequence[float] | None = None,
+    ) -> list[list[Ranked]]:
+        """``rank`` for several queries (rows of ``queries``) with one pass over the matrix:
+        a product per query reads the whole matrix from memory each time, which is what a
+        big knowledge base's search costs when the model runs beside it."""
+        if not len(self.whitened):
+            return [[] for _ in texts]
+        whitened = _normalise(queries @ self.transform)
+        phrasing = whitened @ self.whitened.matrix.T  # one row per query
+        centroid = whitened @ self.centroids.T
+        unknowns = unknowns if unknowns is not None else [0.0] * len(texts)
+        return [
+            self._ranked(queries[i], text, phrasing[i], centroid[i], k, unknowns[i])
+            for i, text in enumerate(texts)
+        ]
+
+    def _ranked(
+        self, query: np.ndarray, text: str, phrasing: np.ndarray, centroid: np.ndarray, k: int, unknown: float
+    ) -> list[Ranked]:
         weight = self._lexical_weight(unknown)
-        entry_scores = self._entry_scores(phrasing, self.centroids @ whitened_query, lexical, weight)
+        lexical = self._lexical(text)
+        entry_scores = self._entry_scores(phrasing, centroid, lexical, weight)
         null = (1 - weight) * NULL_SCORE + weight * LEXICAL_NULL_SCORE
         confidence = _confidence(entry_scores, null)
         k = min(k, len(entry_scores))
         top = np.argpartition(-entry_scores, k - 1)[:k] if k < len(entry_scores) else np.arange(k)
         top = top[np.argsort(-entry_scores[top], kind="stable")]
-        starts = matrix.group_starts
+        starts = self.whitened.group_starts
         ends = np.append(starts[1:], len(phrasing))
+        spans = [slice(starts[g], ends[g]) for g in top]
         return [
             Ranked(
-                entry_id=int(matrix.entries[g]),
+                entry_id=int(self.whitened.entries[g]),
                 score=float(entry_scores[g]),
                 # Plain cosine, for people reading scores: only for the few entries returned.
-                similarity=float((self.plain.matrix[starts[g] : ends[g]] @ query).max()),
-                lexical=float(lexical[starts[g] : ends[g]].max()),
+                similarity=float((self.plain.matrix[span] @ query).max()),
+                lexical=float(lexical[span].max()),
                 confidence=float(confidence[g]),
             )
-            for g in top
+            for g, span in zip(top, spans, strict=True)
         ]
 
     def _lexical_weight(self, unknown: float) -> float:
@@ -177,9 +201,9 @@ class Ranker:
             whole = (1 - weight) * centroid + weight * np.maximum.reduceat(lexical, starts)
         return PHRASING_WEIGHT * best + (1 - PHRASING_WEIGHT) * whole
 
-    def _lexical(self, text: str, rows: int) -> np.ndarray:
+    def _lexical(self, text: str) -> np.ndarray:
         if self.bm25 is None:
-            return np.zeros(rows, dtype=np.float32)
+            return np.zeros(len(self.plain), dtype=np.float32)
         scores, total_idf = self.bm25.scores(text)
         return np.clip(scores / max(total_idf, 1e-6), 0.0, 1.0).astype(np.float32)
 

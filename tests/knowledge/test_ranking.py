@@ -115,3 +115,20 @@ def test_an_unreadable_query_is_judged_as_in_lexical_mode_null_included() -> Non
 def test_an_empty_knowledge_base_ranks_nothing() -> None:
     ranker = Ranker(np.zeros(0, dtype=np.int64), [], np.zeros((0, 8), dtype=np.float32), mode="blend")
     assert ranker.rank(unit((0, 1.0)), "anything", 3) == []
+
+
+def test_ranking_several_queries_at_once_gives_each_its_own_ranking() -> None:
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(40, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    texts = [f"phrasing {n} about topic {n // 4}" for n in range(40)]
+    ranker = Ranker(np.arange(40) // 4, texts, vectors, mode="blend")
+    queries = vectors[[0, 13, 27]] + 0.05 * rng.normal(size=(3, 8)).astype(np.float32)
+    words = ["topic 0", "phrasing 13", "nothing known"]
+    together = ranker.rank_many(queries, words, 4, unknowns=[0.0, 0.5, 1.0])
+    alone = [ranker.rank(q, w, 4, unknown=u) for q, w, u in zip(queries, words, [0.0, 0.5, 1.0], strict=True)]
+    assert [[r.entry_id for r in rows] for rows in together] == [[r.entry_id for r in rows] for rows in alone]
+    for rows, single in zip(together, alone, strict=True):
+        assert np.allclose([r.confidence for r in rows], [r.confidence for r in single], atol=1e-5)
+        assert np.allclose([r.lexical for r in rows], [r.lexical for r in single])
+    assert [rows[0].entry_id for rows in together[:2]] == [0, 3]
