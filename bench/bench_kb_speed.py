@@ -151,5 +151,6 @@ def main() -> None:
         f"average batch {encoded / max(batches, 1):.1f} queries)"
     )
 
+
 if __name__ == "__main__":
     main()

@@ -7,6 +7,9 @@ from typing import Any
 import pytest
 from django.conf import settings
 
+# Fixtures shared across folders: the fake LLM server and knowledge-base stand-in, chat.
+pytest_plugins = ["tests.fixtures.llm", "tests.fixtures.chat"]
+
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 
 

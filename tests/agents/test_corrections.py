@@ -21,7 +21,7 @@ from knowledge import embeddings, matching
 from knowledge.models import Alternative, Embedding, Entry
 from knowledge.services import entries_embed, entry_upsert
 from tests.agents.conftest import client_for, make_user
-from tests.chatbot.test_consumers import connected, db, hello, send, until
+from tests.chatbot.ws_client import connected, db, hello, send, until
 from tests.factories import make_bot, make_conversation, make_message
 
 QUESTION = "How do I reset my password?"

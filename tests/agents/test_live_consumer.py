@@ -20,23 +20,11 @@ from chatbot.models import Bot, Conversation, Message, Visitor
 from chatbot.tokens import visitor_token_sign
 from knowledge.models import Entry
 from tests.agents.conftest import make_user
-from tests.chatbot.llm.conftest import Candidate, MatchResult, StandIn, kb
-from tests.chatbot.test_consumers import (
-    WAIT,
-    _fresh_rate_limits,
-    application,
-    closed_with,
-    connected,
-    db,
-    hello,
-    recv,
-    send,
-    until,
-)
+from tests.chatbot.ws_client import WAIT, application, closed_with, connected, db, hello, recv, send, until
 from tests.factories import make_bot
+from tests.fixtures.llm import Candidate, MatchResult, StandIn
 
 pytestmark = pytest.mark.django_db(transaction=True)
-__all__ = ["_fresh_rate_limits", "kb"]  # fixtures, re-exported for pytest
 
 QUIET = 0.5  # seconds of silence that show nothing was sent
 

@@ -17,22 +17,11 @@ from chatbot.tokens import visitor_token_sign
 from knowledge.models import Entry
 from tests.agents.conftest import make_user
 from tests.agents.test_live_consumer import QUIET, agent_socket, silent
-from tests.chatbot.llm.conftest import Candidate, MatchResult, StandIn, kb
-from tests.chatbot.test_consumers import (
-    _fresh_rate_limits,
-    connected,
-    db,
-    hello,
-    recv,
-    rows,
-    send,
-    tabs_settled,
-    until,
-)
+from tests.chatbot.ws_client import connected, db, hello, recv, rows, send, tabs_settled, until
 from tests.factories import make_bot, make_conversation
+from tests.fixtures.llm import Candidate, MatchResult, StandIn
 
 pytestmark = pytest.mark.django_db(transaction=True)
-__all__ = ["_fresh_rate_limits", "kb"]  # fixtures, re-exported for pytest
 
 
 def agent_online(bot: Bot | None = None, name: str = "ann") -> Any:

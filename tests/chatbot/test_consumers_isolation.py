@@ -12,24 +12,11 @@ from django.core import signing
 
 from chatbot.models import Conversation, Message, Visitor
 from chatbot.tokens import SALT, visitor_token_sign
-from tests.chatbot.llm.conftest import StandIn
-from tests.chatbot.test_consumers import (
-    _fresh_policy_state,
-    _fresh_rate_limits,
-    connected,
-    db,
-    fake,
-    fake_server,
-    hello,
-    kb,
-    llm,
-    send,
-    until,
-)
+from tests.chatbot.ws_client import connected, db, hello, send, until
 from tests.factories import make_bot, make_conversation, make_message
+from tests.fixtures.llm import StandIn
 
 pytestmark = pytest.mark.django_db(transaction=True)
-__all__ = ["_fresh_policy_state", "_fresh_rate_limits", "fake", "fake_server", "kb", "llm"]
 
 
 async def someone_elses_conversation(bot: Any) -> tuple[Conversation, Message]:

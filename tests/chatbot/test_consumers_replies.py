@@ -15,19 +15,12 @@ from chatbot.llm.fake_server import FakeLLMServer
 from chatbot.llm.types import ChatRequest, ChatResult, Delta
 from chatbot.models import Conversation, Message
 from knowledge.models import Entry
-from tests.chatbot.llm.conftest import Candidate, MatchResult, StandIn
-from tests.chatbot.test_consumers import (
+from tests.chatbot.ws_client import (
     WAIT,
-    _fresh_policy_state,
-    _fresh_rate_limits,
     communicator,
     connected,
     db,
-    fake,
-    fake_server,
     hello,
-    kb,
-    llm,
     recv,
     rows,
     send,
@@ -36,10 +29,10 @@ from tests.chatbot.test_consumers import (
     until,
 )
 from tests.factories import make_bot
+from tests.fixtures.llm import Candidate, MatchResult, StandIn
 
 pytestmark = pytest.mark.django_db(transaction=True)
 # Fixtures shared with test_consumers.py (re-exported so pytest finds them here too).
-__all__ = ["_fresh_policy_state", "_fresh_rate_limits", "fake", "fake_server", "kb", "llm"]
 
 
 class Gate:

@@ -10,26 +10,11 @@ from typing import Any
 import pytest
 from channels.layers import get_channel_layer
 
-from tests.chatbot.llm.conftest import StandIn
-from tests.chatbot.test_consumers import (
-    _fresh_policy_state,
-    _fresh_rate_limits,
-    connected,
-    db,
-    fake,
-    fake_server,
-    hello,
-    kb,
-    llm,
-    send,
-    tabs_settled,
-    two_tabs,
-    until,
-)
+from tests.chatbot.ws_client import connected, db, hello, send, tabs_settled, two_tabs, until
 from tests.factories import make_bot
+from tests.fixtures.llm import StandIn
 
 pytestmark = pytest.mark.django_db(transaction=True)
-__all__ = ["_fresh_policy_state", "_fresh_rate_limits", "fake", "fake_server", "kb", "llm"]
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from django.db import connection
 from chatbot.llm.fake_server import FakeLLMServer, Script
 from chatbot.models import Conversation, Message
 from knowledge.models import Entry
-from tests.chatbot.llm.conftest import Candidate, MatchResult, StandIn, free_port
 from tests.factories import make_bot
+from tests.fixtures.llm import Candidate, MatchResult, StandIn, free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.django_db(transaction=True)

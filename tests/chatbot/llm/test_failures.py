@@ -25,8 +25,8 @@ from chatbot.llm import (
 )
 from chatbot.llm.breaker import _breakers
 from chatbot.llm.fake_server import FakeLLMServer
-from tests.chatbot.llm.conftest import BASES, KEYS, PROVIDERS, free_port
 from tests.chatbot.llm.helpers import ask, collect, failure
+from tests.fixtures.llm import BASES, KEYS, PROVIDERS, free_port
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

@@ -12,8 +12,8 @@ from chatbot.llm import ContentRefusedError
 from chatbot.llm.fake_server import FakeLLMServer
 from chatbot.llm.fake_wire import fake_prompt_tokens
 from chatbot.llm.providers.zhipu import make_jwt
-from tests.chatbot.llm.conftest import KEYS, PROVIDERS
 from tests.chatbot.llm.helpers import ask, collect, failure
+from tests.fixtures.llm import KEYS, PROVIDERS
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

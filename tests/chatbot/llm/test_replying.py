@@ -18,8 +18,8 @@ from chatbot.models import Conversation, Message
 from chatbot.prompting import SUMMARY_HEADING
 from chatbot.replying import ReplyDelta, ReplyEnd, ReplyEvent, ReplyStart, reply_stream
 from knowledge.models import Entry
-from tests.chatbot.llm.conftest import Candidate, MatchResult, StandIn
 from tests.factories import make_bot, make_conversation, make_message
+from tests.fixtures.llm import Candidate, MatchResult, StandIn
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,8 +11,8 @@ import pytest
 from chatbot.llm import AuthenticationError
 from chatbot.llm.fake_server import FakeLLMServer
 from chatbot.llm.providers import zhipu
-from tests.chatbot.llm.conftest import KEYS
 from tests.chatbot.llm.helpers import ask, collect, failure
+from tests.fixtures.llm import KEYS
 
 
 def unb64(part: str) -> bytes:
