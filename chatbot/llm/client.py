@@ -12,7 +12,7 @@ from contextlib import aclosing
 
 from chatbot.llm.breaker import CircuitBreaker, breaker_for
 from chatbot.llm.errors import LLMError
-from chatbot.llm.http import leased_client
+from chatbot.llm.http import shared_session
 from chatbot.llm.limits import provider_slot
 from chatbot.llm.params import validate_request
 from chatbot.llm.profiles import Policy, check_profile, current_policy, resolve
@@ -104,17 +104,16 @@ async def _attempt(attempt: Attempt, breaker: CircuitBreaker) -> AsyncIterator[D
         breaker.acquire()
         answered = False
         try:
-            with leased_client() as client:
-                response = await open_stream(attempt, client)
-                try:
-                    async with aclosing(read_stream(response, attempt)) as items:
-                        async for item in items:
-                            if not answered:
-                                answered = True
-                                breaker.success()  # the provider is alive, whatever happens next
-                            yield item
-                finally:
-                    await response.aclose()
+            response = await open_stream(attempt, shared_session())
+            try:
+                async with aclosing(read_stream(response, attempt)) as items:
+                    async for item in items:
+                        if not answered:
+                            answered = True
+                            breaker.success()  # the provider is alive, whatever happens next
+                        yield item
+            finally:
+                response.release()  # back to the pool if read to the end, else closed
         except LLMError as err:
             if err.breaker_failure:
                 breaker.failure()

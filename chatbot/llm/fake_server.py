@@ -135,6 +135,7 @@ class FakeLLMServer:
     #: still finishing from before a reset (a test that went on) is not counted after it.
     active: int = 0
     max_active: int = 0
+    connections: int = 0  # TCP connections accepted since the last reset()
     _generation: int = 0
     _counts: dict[str, int] = field(default_factory=dict)
     _server: asyncio.Server | None = None
@@ -150,6 +151,7 @@ class FakeLLMServer:
         self._counts.clear()
         self._generation += 1
         self.active = self.max_active = 0
+        self.connections = 0
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._connection, self.host, self.port, backlog=1024)
@@ -189,6 +191,7 @@ class FakeLLMServer:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
+        self.connections += 1
         try:
             while True:
                 request = await wire.read_request(reader)

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
-import httpx
-
+from chatbot.llm import http
 from chatbot.llm.errors import (
     APIConnectionError,
     APITimeoutError,
@@ -49,7 +48,7 @@ class Attempt:
         return self.deadline - time.perf_counter()
 
 
-def _request_id(headers: httpx.Headers) -> str:
+def _request_id(headers: Mapping[str, str]) -> str:
     for name in REQUEST_ID_HEADERS:
         if value := headers.get(name):
             return value
@@ -59,54 +58,52 @@ def _request_id(headers: httpx.Headers) -> str:
 def _transport_error(err: Exception, attempt: Attempt, *, reading: bool) -> LLMError:
     provider = attempt.profile.provider
     policy = attempt.policy
+    # aiohttp's timeouts are TimeoutErrors too: the specific ones first.
+    if isinstance(err, http.ConnectionTimeoutError):
+        return APITimeoutError(f"no connection within {policy.connect_timeout:g} s", provider=provider)
+    if isinstance(err, http.SocketTimeoutError):
+        return APITimeoutError(f"no data for {policy.read_timeout:g} s", provider=provider)
     if isinstance(err, TimeoutError):
         return APITimeoutError(f"no complete reply within {policy.total_timeout:g} s", provider=provider)
-    if isinstance(err, httpx.ConnectTimeout):
-        return APITimeoutError(f"no connection within {policy.connect_timeout:g} s", provider=provider)
-    if isinstance(err, httpx.TimeoutException):
-        return APITimeoutError(f"no data for {policy.read_timeout:g} s", provider=provider)
-    if isinstance(err, httpx.DecodingError):
-        return BadResponseError(f"undecodable response body: {err}", provider=provider)
     what = "the connection broke mid-stream" if reading else "could not connect or send the request"
     return APIConnectionError(f"{what}: {type(err).__name__}", provider=provider)
 
 
-async def open_stream(attempt: Attempt, client: httpx.AsyncClient) -> httpx.Response:
+async def open_stream(attempt: Attempt, session: http.ClientSession) -> http.ClientResponse:
     policy = attempt.policy
-    request = client.build_request(
-        "POST",
-        attempt.call.url,
-        json=attempt.call.body,
-        headers=attempt.call.headers,
-        timeout=timeouts(connect=policy.connect_timeout, read=policy.read_timeout),
-    )
     try:
         async with asyncio.timeout(attempt.remaining()):
-            response = await client.send(request, stream=True)
-    except (TimeoutError, httpx.HTTPError) as err:
+            response = await session.post(
+                attempt.call.url,
+                json=attempt.call.body,
+                headers=attempt.call.headers,
+                timeout=timeouts(connect=policy.connect_timeout, read=policy.read_timeout),
+                allow_redirects=False,
+            )
+    except (TimeoutError, http.ClientError) as err:
         raise _transport_error(err, attempt, reading=False) from err
     content_type = response.headers.get("content-type", "")
-    if response.status_code == 200 and content_type.startswith("text/event-stream"):
+    if response.status == 200 and content_type.startswith("text/event-stream"):
         return response
     try:
         raise await _error_from(response, attempt)
     finally:
-        await response.aclose()
+        response.release()
 
 
-async def _error_from(response: httpx.Response, attempt: Attempt) -> LLMError:
+async def _error_from(response: http.ClientResponse, attempt: Attempt) -> LLMError:
     body = b""
     try:
         async with asyncio.timeout(min(attempt.remaining(), attempt.policy.read_timeout)):
-            async for part in response.aiter_bytes():
+            async for part in response.content.iter_any():
                 body += part
                 if len(body) > MAX_ERROR_BODY:
                     break
-    except (TimeoutError, httpx.HTTPError):
+    except (TimeoutError, http.ClientError):
         pass  # the status alone still says what happened
     provider = attempt.profile.provider
     parsed = parse_error_body(body)
-    status = response.status_code
+    status: int | None = response.status
     if status == 200:
         if not (isinstance(parsed, dict) and (parsed.get("error") or parsed.get("code"))):
             content_type = response.headers.get("content-type", "none")
@@ -126,13 +123,13 @@ async def _next_chunk(chunks: AsyncIterator[bytes], attempt: Attempt) -> bytes |
     remaining = attempt.remaining()
     try:
         if remaining > attempt.policy.read_timeout:
-            # httpx's read timeout ends this read before the deadline: no timer needed.
+            # The session's read timeout ends this read before the deadline: no timer needed.
             return await anext(chunks)
         async with asyncio.timeout(remaining):
             return await anext(chunks)
     except StopAsyncIteration:
         return None
-    except (TimeoutError, httpx.HTTPError) as err:
+    except (TimeoutError, http.ClientError) as err:
         raise _transport_error(err, attempt, reading=True) from err
 
 
@@ -179,12 +176,12 @@ class _Reply:
             err.partial = self.result("error")
 
 
-async def read_stream(response: httpx.Response, attempt: Attempt) -> AsyncIterator[Delta | ChatResult]:
+async def read_stream(response: http.ClientResponse, attempt: Attempt) -> AsyncIterator[Delta | ChatResult]:
     """Deltas as they arrive, then the result. Closing the response is the caller's job."""
     impl = attempt.impl
     reply = _Reply(attempt, _request_id(response.headers))
     decoder = SSEDecoder()
-    chunks = response.aiter_bytes()
+    chunks = response.content.iter_any()
     done = False
     try:
         while not done:
@@ -228,5 +225,5 @@ async def _drain(chunks: AsyncIterator[bytes]) -> None:
         async with asyncio.timeout(DRAIN_TIMEOUT):
             async for _ in chunks:
                 pass
-    except (TimeoutError, httpx.HTTPError):
+    except (TimeoutError, http.ClientError):
         pass

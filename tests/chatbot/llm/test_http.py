@@ -2,34 +2,64 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from contextlib import aclosing
 
 import pytest
 
-from chatbot.llm import http
-from chatbot.llm.fake_server import FakeLLMServer
+from chatbot.llm import Delta, http, stream_chat
+from chatbot.llm.fake_server import FakeLLMServer, Script
 from tests.chatbot.llm.helpers import ask, collect
 
 
-async def test_one_client_serves_light_traffic_and_keeps_its_connection(
+async def test_replies_share_one_session_and_its_kept_alive_connection(
     llm: Callable[..., None], fake: FakeLLMServer
 ) -> None:
     llm()
+    session = http.shared_session()
     for _ in range(3):
-        await collect(ask("hi"))
-    clients = http._loops[asyncio.get_running_loop()]
-    assert len(clients.clients) == 1 and clients.busy == [0]
+        deltas, result = await collect(ask("hi there"))
+        assert result.text == "".join(deltas) != ""
+    assert http.shared_session() is session
+    assert fake.connections == 1 and len(fake.requests) == 3
     await http.close_shared_client()
+    assert session.closed
+    assert http.shared_session() is not session  # a new one on the next use
 
 
-async def test_a_burst_is_spread_over_a_few_clients(
-    llm: Callable[..., None], fake: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
+async def test_a_stream_left_unread_closes_its_connection_instead_of_reusing_it(
+    llm: Callable[..., None], fake: FakeLLMServer
 ) -> None:
     llm()
-    monkeypatch.setattr(http, "STREAMS_PER_CLIENT", 2)
+    async with aclosing(stream_chat(ask("[[fake: tokens=50 delay_ms=20]]"))) as items:
+        async for item in items:
+            assert isinstance(item, Delta)
+            break  # the visitor left after the first delta
+    deltas, result = await collect(ask("[[fake: tokens=3]]"))
+    assert len(deltas) == 3 and result.finish_reason == "stop"
+    assert fake.connections == 2  # the half-read response's connection was not pooled
+
+
+async def test_concurrent_streams_each_get_a_connection(
+    llm: Callable[..., None], fake: FakeLLMServer
+) -> None:
+    llm()
     results = await asyncio.gather(*(collect(ask("[[fake: tokens=3 delay_ms=20]]")) for _ in range(5)))
-    assert len(results) == 5
-    clients = http._loops[asyncio.get_running_loop()]
-    assert len(clients.clients) == 3
-    assert clients.busy == [0, 0, 0]
-    await http.close_shared_client()
-    assert all(client.is_closed for client in clients.clients)
+    assert [len(deltas) for deltas, _ in results] == [3] * 5
+    assert fake.max_active == 5 and fake.connections == 5
+
+
+async def test_a_proxy_set_in_the_environment_carries_the_requests(
+    llm: Callable[..., None], fake: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A second fake stands in for the proxy: it records the request in the absolute form a
+    # client uses only when talking to a proxy (and, lenient, answers it itself).
+    with FakeLLMServer(defaults=Script(delay_ms=0)).running_in_thread() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        await http.close_shared_client()  # the environment is read when a session is made
+        llm()
+        _, result = await collect(ask("hi"))
+        assert result.text == "You said: hi"
+        assert [r.path for r in proxy.requests] == [f"{fake.url}/v1/chat/completions"]
+        assert fake.requests == []
