@@ -6,7 +6,8 @@ work. When fifty visitors send a message in the same few milliseconds, ``GroupCo
 hands the thread all waiting writes at once: the batch function stores them in one
 transaction, with one statement where the rows allow it. A lone write is not held back:
 it goes at once, and only writes that arrive while a batch is being stored wait, for the
-next one (as the embedding batcher does for queries).
+next one (as the embedding batcher does for queries). Reads that many replies need at
+once (their conversation's history) batch the same way.
 
 The batch function gets the items and returns one result per item, in order: a value, or
 an exception that only that item's caller receives. An exception raised by the batch

@@ -168,8 +168,8 @@ async def kb_match(bot: Bot, text: str, *, fresh_revision: bool = False) -> Any:
 
 async def _llm_reply(ctx: _Context, question: str, references: list[Any]) -> AsyncIterator[ReplyEvent]:
     # Read only now: an answer from the knowledge base needs no history.
-    history, history_truncated = await sync_to_async(_history)(
-        ctx.conversation_id, after=ctx.summary_until, before=ctx.visitor_message_id
+    history, history_truncated = await _history_read(
+        _HistoryAsk(ctx.conversation_id, after=ctx.summary_until, before=ctx.visitor_message_id)
     )
     prompt = build_prompt(
         bot=ctx.bot, question=question, history=history, summary=ctx.summary, references=references
@@ -313,6 +313,20 @@ def _visitor_messages_store(arrivals: list[_Arrival]) -> list[_Context | BaseExc
 
 _store_visitor_message = GroupCommit[_Arrival, _Context](
     lambda arrivals: _visitor_messages_store(arrivals), retry_alone=(IntegrityError,)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _HistoryAsk:
+    conversation_id: int
+    after: int | None  # the summary covers up to this message
+    before: int  # the visitor message being answered
+
+
+# Replies that need their history at the same time (a burst of questions for the LLM) read
+# it in one trip to the ORM thread, not one trip each queued behind the others.
+_history_read = GroupCommit[_HistoryAsk, tuple[list[Turn], bool]](
+    lambda asks: [_history(a.conversation_id, after=a.after, before=a.before) for a in asks]
 )
 
 

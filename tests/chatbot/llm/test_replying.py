@@ -4,6 +4,7 @@ stand-in for knowledge.matching and the fake provider over real HTTP."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from contextlib import aclosing
 from decimal import Decimal
@@ -312,6 +313,24 @@ async def test_replies_of_many_conversations_at_once_share_transactions_and_stay
         )
         assert events[0] == ReplyStart(visitor_message_id=visitor.pk, reply_id=reply.pk)
         assert events[0].reply_id == reply.pk and events[-1].message_id == reply.pk
+
+
+async def test_llm_replies_of_many_conversations_at_once_read_their_histories_together(
+    kb: StandIn, llm: Callable[..., None], fake: FakeLLMServer
+) -> None:
+    llm()
+    bot = await sync_to_async(make_bot)()
+    convs = [await sync_to_async(make_conversation)(bot) for _ in range(6)]
+    for n, conv in enumerate(convs):
+        await sync_to_async(make_message)(conv, role="visitor", text=f"earlier question {n}")
+        await sync_to_async(make_message)(conv, role="bot", text=f"earlier answer {n}", source="llm")
+    reads_before = replying._history_read.batches
+    await asyncio.gather(*(events_of(c.pk, f"follow-up {n}") for n, c in enumerate(convs)))
+    assert replying._history_read.batches - reads_before < len(convs)  # grouped, not one trip each
+    for n in range(len(convs)):
+        sent = [json.dumps(r.body) for r in fake.requests if f"follow-up {n}" in json.dumps(r.body)]
+        assert len(sent) == 1 and f"earlier answer {n}" in sent[0]
+        assert [m for m in range(len(convs)) if f"earlier answer {m}" in sent[0]] == [n]
 
 
 def test_storing_messages_together_fails_only_the_one_whose_conversation_is_gone() -> None:
