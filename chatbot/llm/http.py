@@ -11,6 +11,7 @@ the event loop is the bottleneck: every delta passes through it.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import ssl
 
@@ -60,6 +61,21 @@ def _forget_closed_loops() -> None:
 def timeouts(*, connect: float, read: float) -> aiohttp.ClientTimeout:
     # read: the longest gap between two chunks of a stream (and before the headers).
     return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """A server process ends by stopping its event loop (daphne: on SIGTERM); close the
+    sessions then, or asyncio logs each one as "Unclosed client session"."""
+    for loop, session in list(_sessions.items()):
+        del _sessions[loop]
+        if not loop.is_closed() and not loop.is_running():
+            try:
+                loop.run_until_complete(session.close())
+                continue
+            except Exception:  # exiting anyway: at least not a logged error
+                pass
+        session.detach()
 
 
 async def close_shared_client() -> None:

@@ -1,14 +1,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from contextlib import aclosing
+from pathlib import Path
 
 import pytest
 
 from chatbot.llm import Delta, http, stream_chat
 from chatbot.llm.fake_server import FakeLLMServer, Script
 from tests.chatbot.llm.helpers import ask, collect
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 async def test_replies_share_one_session_and_its_kept_alive_connection(
@@ -63,3 +69,26 @@ async def test_a_proxy_set_in_the_environment_carries_the_requests(
         assert result.text == "You said: hi"
         assert [r.path for r in proxy.requests] == [f"{fake.url}/v1/chat/completions"]
         assert fake.requests == []
+
+
+def test_a_process_that_ends_with_its_session_open_closes_it_quietly(fake: FakeLLMServer) -> None:
+    # As daphne does on SIGTERM: the event loop stops, the session was never closed.
+    code = f"""
+import asyncio, django
+django.setup()
+from chatbot.llm import http
+
+async def main():
+    async with http.shared_session().get("{fake.url}/health") as response:
+        assert response.status == 200
+        await response.read()
+
+asyncio.new_event_loop().run_until_complete(main())
+"""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "chatbot.settings"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Unclosed" not in done.stderr
+    assert fake.connections == 1  # it did talk to the server through the shared session
