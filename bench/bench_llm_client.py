@@ -2,8 +2,9 @@
 
 1. Time to first token through ``stream_chat`` versus a bare httpx request, 200 of each,
    interleaved: median and p95, the ratio, and the added median (target: under 2 ms).
-2. 200 concurrent streams of 40 deltas 10 ms apart in one process, bare and through our
-   client: all complete? wall time, per-stream totals, overhead ratio, client CPU.
+2. 200 concurrent streams of 40 deltas 10 ms apart in one process, bare (httpx; aiohttp,
+   which our client uses) and through our client: all complete? wall time, per-stream
+   totals, overhead ratio, client CPU.
 
 The fake server runs as a separate process so it does not share our CPU time slice.
 """
@@ -102,6 +103,25 @@ async def bare(client: object, url: str, text: str) -> tuple[float, float]:
     return first * 1000, (time.perf_counter() - started) * 1000
 
 
+async def bare_aiohttp(session: object, url: str, text: str) -> tuple[float, float]:
+    """The same as ``bare`` through aiohttp, the library our client is built on."""
+    import aiohttp
+
+    assert isinstance(session, aiohttp.ClientSession)
+    started = time.perf_counter()
+    first = 0.0
+    headers = {"Authorization": "Bearer sk-bench", "Accept": "text/event-stream"}
+    async with session.post(f"{url}/chat/completions", json=body(text), headers=headers) as response:
+        async for raw in response.content:  # one line at a time
+            line = raw.decode().rstrip("\r\n")
+            if not line.startswith("data: {"):
+                continue
+            choices = json.loads(line[6:])["choices"]
+            if not first and choices and choices[0]["delta"].get("content"):
+                first = time.perf_counter() - started
+    return first * 1000, (time.perf_counter() - started) * 1000
+
+
 async def ours(text: str) -> tuple[float, float]:
     from chatbot.llm import ChatMessage, ChatRequest, Delta, stream_chat
 
@@ -161,9 +181,13 @@ async def concurrency(url: str) -> None:
     one = httpx.AsyncClient(limits=limits)
     # The same spread as our client (8 streams per client), to isolate our own layers.
     many = [httpx.AsyncClient(limits=limits) for _ in range(CONCURRENT // 8)]
+    import aiohttp
+
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     variants: dict[str, Callable[[int], Awaitable[tuple[float, float]]]] = {
         "bare httpx, 1 client": lambda n: bare(one, url, LONG),
         "bare httpx, 25 clients": lambda n: bare(many[n // 8], url, LONG),
+        "bare aiohttp": lambda n: bare_aiohttp(session, url, LONG),
         "stream_chat": lambda n: ours(LONG),
     }
     print(f"{CONCURRENT} concurrent streams (40 deltas, 10 ms apart), one process, median of {ROUNDS} runs:")
@@ -179,12 +203,13 @@ async def concurrency(url: str) -> None:
             f"  {name:<24} {int(row['complete']):>4}/{CONCURRENT} {row['wall']:9.0f} {row['cpu']:15.0f}"
             f" {row['ttft']:16.1f} {row['total']:17.1f}"
         )
-    for base in ("bare httpx, 1 client", "bare httpx, 25 clients"):
+    for base in ("bare httpx, 1 client", "bare httpx, 25 clients", "bare aiohttp"):
         ratio = rows["stream_chat"]["total"] / rows[base]["total"]
         cpu = rows["stream_chat"]["cpu"] / rows[base]["cpu"]
         print(f"  stream_chat vs {base}: stream total {ratio:.2f} x, client CPU {cpu:.2f} x")
     await one.aclose()
     await asyncio.gather(*(client.aclose() for client in many))
+    await session.close()
 
 
 async def main(url: str) -> None:
