@@ -52,10 +52,23 @@ def shared_session() -> aiohttp.ClientSession:
 
 
 def _forget_closed_loops() -> None:
-    """Sessions of event loops that have ended (tests, ``asyncio.run`` in commands): their
-    connections died with the loop; ``detach`` marks them closed without the loop."""
+    """Sessions of event loops that have ended (tests, ``asyncio.run`` in scripts)."""
     for loop in [loop for loop in _sessions if loop.is_closed()]:
-        _sessions.pop(loop).detach()
+        _abandon(_sessions.pop(loop))
+
+
+def _abandon(session: aiohttp.ClientSession) -> None:
+    """Mark a session whose event loop has closed as closed, so that neither it nor its
+    connector is reported as unclosed when collected (nothing can be awaited any more)."""
+    connector = session.connector
+    session.detach()
+    if connector is not None:
+        # With its own loop closed, closing only marks the connector closed: any loop will do.
+        spare = asyncio.new_event_loop()
+        try:
+            spare.run_until_complete(connector.close())
+        finally:
+            spare.close()
 
 
 def timeouts(*, connect: float, read: float) -> aiohttp.ClientTimeout:
@@ -75,7 +88,7 @@ def _close_at_exit() -> None:
                 continue
             except Exception:  # exiting anyway: at least not a logged error
                 pass
-        session.detach()
+        _abandon(session)
 
 
 async def close_shared_client() -> None:

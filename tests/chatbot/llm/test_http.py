@@ -71,8 +71,14 @@ async def test_a_proxy_set_in_the_environment_carries_the_requests(
         assert fake.requests == []
 
 
-def test_a_process_that_ends_with_its_session_open_closes_it_quietly(fake: FakeLLMServer) -> None:
-    # As daphne does on SIGTERM: the event loop stops, the session was never closed.
+@pytest.mark.parametrize(
+    "run",
+    [
+        "asyncio.new_event_loop().run_until_complete(main())",  # daphne on SIGTERM: the loop stops
+        "asyncio.run(main())",  # a script: the loop is closed at the end
+    ],
+)
+def test_a_process_that_ends_with_its_session_open_closes_it_quietly(fake: FakeLLMServer, run: str) -> None:
     code = f"""
 import asyncio, django
 django.setup()
@@ -83,12 +89,17 @@ async def main():
         assert response.status == 200
         await response.read()
 
-asyncio.new_event_loop().run_until_complete(main())
+{run}
 """
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "chatbot.settings"}
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
+        [sys.executable, "-W", "default", "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert "Unclosed" not in done.stderr
+    assert "Unclosed" not in done.stderr and "never awaited" not in done.stderr, done.stderr
     assert fake.connections == 1  # it did talk to the server through the shared session
