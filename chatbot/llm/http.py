@@ -14,6 +14,7 @@ import asyncio
 import atexit
 import functools
 import ssl
+import threading
 
 import aiohttp
 import certifi
@@ -63,12 +64,11 @@ def _abandon(session: aiohttp.ClientSession) -> None:
     connector = session.connector
     session.detach()
     if connector is not None:
-        # With its own loop closed, closing only marks the connector closed: any loop will do.
-        spare = asyncio.new_event_loop()
-        try:
-            spare.run_until_complete(connector.close())
-        finally:
-            spare.close()
+        # With its own loop closed, closing only marks the connector closed: any loop will
+        # do, in a thread of its own since this thread may be running one.
+        closer = threading.Thread(target=asyncio.run, args=(connector.close(),), name="http-close")
+        closer.start()
+        closer.join()
 
 
 def timeouts(*, connect: float, read: float) -> aiohttp.ClientTimeout:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import subprocess
 import sys
@@ -103,3 +104,22 @@ async def main():
     assert done.returncode == 0, done.stderr
     assert "Unclosed" not in done.stderr and "never awaited" not in done.stderr, done.stderr
     assert fake.connections == 1  # it did talk to the server through the shared session
+
+
+def test_a_session_left_open_by_a_closed_loop_is_dropped_quietly_by_the_next_loop(
+    fake: FakeLLMServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def use() -> None:
+        async with http.shared_session().get(f"{fake.url}/health") as response:
+            await response.read()
+
+    async def use_and_close() -> None:
+        await use()  # finds the first loop's session: that loop is closed now
+        await http.close_shared_client()
+
+    asyncio.run(use())  # leaves its session open, with a kept-alive connection
+    asyncio.run(use_and_close())
+    gc.collect()
+    assert http._sessions == {}
+    assert fake.connections == 2
+    assert not [r for r in caplog.records if "Unclosed" in r.getMessage()]
