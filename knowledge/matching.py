@@ -201,8 +201,11 @@ async def _snapshot_shared(bot_id: int) -> Snapshot:
 
     The read runs as a task of its own, so the caller that started it can be cancelled
     (its visitor left) without failing the others waiting for it."""
-    key = (id(asyncio.get_running_loop()), bot_id)
+    loop = asyncio.get_running_loop()
+    key = (id(loop), bot_id)
     task = _in_flight.get(key)
+    if task is not None and task.get_loop() is not loop:
+        task = None  # left by a loop that closed mid-read, whose id this one reuses
     if task is None:
         task = _in_flight[key] = asyncio.ensure_future(database_sync_to_async(snapshot_for)(bot_id))
         task.add_done_callback(lambda done: _read_finished(key, done))

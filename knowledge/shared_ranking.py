@@ -28,7 +28,7 @@ class _Query:
     future: asyncio.Future[list[Ranked]]
 
 
-_waiting: dict[int, list[tuple[Ranker, _Query]]] = {}  # per event loop
+_waiting: dict[asyncio.AbstractEventLoop, list[tuple[Ranker, _Query]]] = {}  # per event loop
 _threads: set[asyncio.Task[None]] = set()
 
 
@@ -37,17 +37,20 @@ def rank_with_others(
 ) -> asyncio.Future[list[Ranked]]:
     """``ranker.rank(vector, text, k, unknown=unknown)``, at the end of this turn of the loop."""
     loop = asyncio.get_running_loop()
-    waiting = _waiting.setdefault(id(loop), [])
-    if not waiting:  # call_soon runs after every callback already queued for this turn
-        loop.call_soon(_rank_waiting, id(loop))
+    waiting = _waiting.get(loop)
+    if waiting is None:  # the first query of this turn
+        for ended in [other for other in _waiting if other.is_closed()]:
+            del _waiting[ended]  # a loop that closed before its turn ended: nobody waits now
+        waiting = _waiting[loop] = []
+        loop.call_soon(_rank_waiting, loop)  # after every callback already queued for this turn
     future: asyncio.Future[list[Ranked]] = loop.create_future()
     waiting.append((ranker, _Query(vector, text, k, unknown, future)))
     return future
 
 
-def _rank_waiting(loop_key: int) -> None:
+def _rank_waiting(loop: asyncio.AbstractEventLoop) -> None:
     groups: dict[int, tuple[Ranker, list[_Query]]] = {}
-    for ranker, query in _waiting.pop(loop_key, []):
+    for ranker, query in _waiting.pop(loop, []):
         if not query.future.cancelled():  # its caller gave up
             groups.setdefault(id(ranker), (ranker, []))[1].append(query)
     for ranker, queries in groups.values():

@@ -246,3 +246,13 @@ async def test_a_caller_that_gives_up_does_not_fail_the_others_sharing_its_index
     with pytest.raises(asyncio.CancelledError):
         await starter
     assert matching._in_flight == {}
+
+
+async def test_a_read_left_by_a_closed_loop_is_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A loop that closed mid-read leaves its task behind; a new loop may get the same id.
+    monkeypatch.setattr(matching, "snapshot_for", lambda bot_id: f"index of bot {bot_id}")
+    old = asyncio.new_event_loop()
+    leftover = old.create_future()  # never finished
+    old.close()
+    monkeypatch.setitem(matching._in_flight, (id(asyncio.get_running_loop()), 9), leftover)
+    assert await asyncio.wait_for(matching._snapshot_shared(9), 5) == "index of bot 9"

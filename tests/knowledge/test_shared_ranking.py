@@ -76,3 +76,23 @@ async def test_a_big_knowledge_base_is_searched_off_the_event_loop(monkeypatch: 
     monkeypatch.setattr(Counting, "rank_many", where)
     ranked = await shared_ranking.rank_with_others(shop, shop.vectors[6], "text", 2)
     assert ranked[0].entry_id == 3 and seen == [False]
+
+
+def test_a_loop_that_closed_before_its_turn_ended_leaves_nothing_for_later_loops() -> None:
+    shop = counting(10, 1)
+
+    async def ask_and_stop() -> None:
+        shared_ranking.rank_with_others(shop, shop.vectors[0], "text", 2)
+        asyncio.get_running_loop().stop()  # the loop ends before the shared pass runs
+
+    loop = asyncio.new_event_loop()
+    asked = loop.create_task(ask_and_stop())
+    loop.run_forever()
+    loop.close()
+    assert asked.done() and shop.passes == []
+
+    async def ask() -> list:
+        return await asyncio.wait_for(shared_ranking.rank_with_others(shop, shop.vectors[4], "text", 2), 5)
+
+    assert asyncio.run(ask())[0].entry_id == 2 and shop.passes == [1]
+    assert shared_ranking._waiting == {}  # the closed loop's leftovers were dropped
