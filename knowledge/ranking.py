@@ -168,17 +168,16 @@ class Ranker:
         top = top[np.argsort(-entry_scores[top], kind="stable")]
         starts = self.whitened.group_starts
         ends = np.append(starts[1:], len(phrasing))
-        spans = [slice(starts[g], ends[g]) for g in top]
         return [
             Ranked(
                 entry_id=int(self.whitened.entries[g]),
                 score=float(entry_scores[g]),
                 # Plain cosine, for people reading scores: only for the few entries returned.
-                similarity=float((self.plain.matrix[span] @ query).max()),
-                lexical=float(lexical[span].max()),
+                similarity=float((self.plain.matrix[starts[g] : ends[g]] @ query).max()),
+                lexical=float(lexical[starts[g] : ends[g]].max()),
                 confidence=float(confidence[g]),
             )
-            for g, span in zip(top, spans, strict=True)
+            for g in top
         ]
 
     def _lexical_weight(self, unknown: float) -> float:
