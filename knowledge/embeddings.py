@@ -381,6 +381,27 @@ def preload() -> None:
     threading.Thread(target=get_batcher, name="embedding-preload", daemon=True).start()
 
 
+def trainable_model(name: str | None = None) -> Any:
+    """A model of its own for training (``knowledge.tuning``), apart from the process-wide
+    encoder: ``name`` (default: the EMBEDDING_MODEL setting), loaded offline, on the CPU."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(model_path(name or settings.EMBEDDING_MODEL), device="cpu")
+    model.max_seq_length = min(MAX_TOKENS, int(model.max_seq_length or MAX_TOKENS))
+    return model
+
+
+def trainable_vectors(model: Any, texts: Sequence[str]) -> Any:
+    """The (not yet normalised) sentence vectors of ``texts`` as a tensor with gradients."""
+    return model(model.preprocess(list(texts)))["sentence_embedding"]
+
+
+def save_model(model: Any, folder: Path) -> None:
+    """Save a trained model as a sentence-transformers folder (EMBEDDING_MODEL can name it)."""
+    model.save(str(folder), create_model_card=False)
+
+
 def encode_documents(texts: Sequence[str], name: str | None = None) -> np.ndarray:
     """Encode knowledge-base phrasings in bulk (on the calling thread)."""
     return get_encoder(name).encode(texts)

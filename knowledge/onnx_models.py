@@ -4,7 +4,8 @@ use them and checks their vectors against sentence-transformers.
 
 Files live in EMBEDDING_CACHE_DIR; each is written under a temporary name and renamed, so
 another process never reads half a file. The float export is named after the model
-folder and torch's version, the int8 copy after the float file and the quantization.
+folder, its files and torch's version, the int8 copy after the float file and the
+quantization.
 """
 
 from __future__ import annotations
@@ -30,7 +31,14 @@ def float_file(name: str, folder: str) -> Path:
     """Where the float export of the model ``name`` (loaded from ``folder``) lives."""
     import torch
 
-    digest = hashlib.sha1(f"{folder}|{torch.__version__}".encode()).hexdigest()[:12]
+    # The folder's files (size and time) are part of the name: a folder replaced by another
+    # model (a re-tuned one, say) never reuses the old export.
+    files = sorted(
+        f"{path.relative_to(folder)}:{path.stat().st_size}:{path.stat().st_mtime_ns}"
+        for path in Path(folder).rglob("*")
+        if path.is_file()
+    )
+    digest = hashlib.sha1("|".join([folder, torch.__version__, *files]).encode()).hexdigest()[:12]
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(name).name)
     return Path(settings.EMBEDDING_CACHE_DIR) / f"{safe}-{digest}.onnx"
 

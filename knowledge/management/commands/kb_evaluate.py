@@ -59,6 +59,9 @@ class Command(BaseCommand):
         parser.add_argument("--threshold", type=float, help="Report figures at this confidence threshold.")
         parser.add_argument("--target-precision", type=float, default=0.95)
         parser.add_argument("--mode", choices=["vector", "lexical", "blend"], default=None)
+        parser.add_argument(
+            "--model", help="Embedding model (a folder, e.g. from kb_tune). Default: EMBEDDING_MODEL."
+        )
         parser.add_argument("--timing-sample", type=int, default=200, help="Queries timed one by one.")
         parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 
@@ -73,10 +76,11 @@ class Command(BaseCommand):
         try:
             rows = parse_kb(kb_data, fmt=detect_format(options["kb"], kb_data))
             queries = read_queries(_read(options["queries"]))
+            encoder = get_encoder(options["model"])
             figures = evaluate(
                 rows,
                 queries,
-                get_encoder(),
+                encoder,
                 mode=options["mode"] or settings.KB_MATCH_MODE,
                 threshold=threshold,
                 target=target,
@@ -84,6 +88,8 @@ class Command(BaseCommand):
             )
         except ImportFailed as err:
             raise CommandError(f"cannot evaluate:\n{err.report()}") from None
+        except FileNotFoundError as err:  # --model names no model folder
+            raise CommandError(str(err)) from None
         if options["json"]:
             self.stdout.write(json.dumps(figures))
         else:
