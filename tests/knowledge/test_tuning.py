@@ -4,6 +4,7 @@ import json
 from collections.abc import Sequence
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -85,7 +86,7 @@ def test_an_existing_folder_is_never_overwritten(tmp_path: Path) -> None:
     assert (tmp_path / "model" / "keep.txt").read_text() == "mine"
 
 
-def test_the_onnx_export_is_named_after_the_model_folders_files(tmp_path: Path, settings: object) -> None:
+def test_the_onnx_export_is_named_after_the_model_folders_files(tmp_path: Path) -> None:
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "weights.bin").write_bytes(b"first")
@@ -135,7 +136,7 @@ def test_kb_tune_reports_a_knowledge_base_too_small_to_tune(tmp_path: Path) -> N
 
 
 def test_kb_evaluate_measures_a_tuned_model_named_by_model(
-    tuned: Path, tmp_path: Path, settings: object
+    tuned: Path, tmp_path: Path, settings: Any
 ) -> None:
     kb_file, queries_file = tmp_path / "kb.csv", tmp_path / "q.csv"
     kb_file.write_text(
