@@ -11,6 +11,9 @@ is the client, over real websockets.
    Also with the 100 questions arriving spread over half a second instead of all at once,
    to tell the cost of the burst (queueing for two cores) from the cost of streaming; the
    direct calls arrive the same way. Three rounds each; medians over the rounds.
+   With them, the CPU time each process used per question (the server's event loop
+   apart: it is one thread, and every frame and every delta passes through it), and how
+   busy the three processes kept the machine's cores: what a target here is up against.
 2. Knowledge-base answers with 50 concurrent visitors: latency message -> reply.end at an
    offered load of 150 answers/s (each visitor asks every third of a second, phases
    spread), and the most answers per second with every visitor asking again as soon as
@@ -79,6 +82,18 @@ def wait_http(url: str, seconds: float = 60) -> None:
     raise RuntimeError(f"{url} did not answer")
 
 
+def cpu_ms(pid: int) -> tuple[float, float]:
+    """CPU time (user + system) a process has used so far, in ms: all its threads (those
+    already ended included) and its main thread alone (under daphne: the event loop)."""
+    tick = 1000 / os.sysconf("SC_CLK_TCK")
+
+    def used(stat: str) -> float:
+        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) * tick
+
+    return used(f"/proc/{pid}/stat"), used(f"/proc/{pid}/task/{pid}/stat")
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -121,25 +136,15 @@ class Servers:
     def start(self) -> str:
         self.manage("migrate", "--noinput")
         key = self.manage("load_demo").split("public key ")[1].split(")")[0]
-        self.procs.append(
-            subprocess.Popen(
-                [
-                    PY,
-                    "manage.py",
-                    "fake_llm",
-                    "--port",
-                    str(self.fake_port),
-                    "--tokens",
-                    "40",
-                    "--delay-ms",
-                    "10",
-                ],
-                cwd=ROOT,
-                env=self.env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+        stream = ["--tokens", "40", "--delay-ms", "10"]
+        self.fake = subprocess.Popen(
+            [PY, "manage.py", "fake_llm", "--port", str(self.fake_port), *stream],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
+        self.procs.append(self.fake)
         self.daphne = subprocess.Popen(
             [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "chatbot.asgi:application"],
             cwd=ROOT,
@@ -207,16 +212,24 @@ async def ask(ws: websockets.ClientConnection, text: str) -> tuple[float, float,
             raise RuntimeError(frame)
 
 
-async def llm_round(url: str, fake_port: int, n: int, spread: float, tag: int) -> dict[str, float]:
+async def llm_round(servers: Servers, url: str, n: int, spread: float, tag: int) -> dict[str, float]:
     """One round: the fake called directly, then through the server, the same arrivals."""
-    direct_ttft, direct_total = await direct_streams(fake_port, n, spread)
+    direct_ttft, direct_total = await direct_streams(servers.fake_port, n, spread)
     sockets = await asyncio.gather(*(hello(url) for _ in range(n)))
 
     async def one(i: int, ws: websockets.ClientConnection) -> tuple[float, float, str, float]:
         await asyncio.sleep(spread * i / n)
         return await ask(ws, f"Tell me a story about ships, round {tag}, number {i}")
 
+    # Where the CPU goes while the questions are answered: this server, the fake, this client.
+    pids = (servers.daphne.pid, servers.fake.pid, os.getpid())
+    cpu_before, started = [cpu_ms(pid) for pid in pids], time.perf_counter()
     results = await asyncio.gather(*(one(i, ws) for i, ws in enumerate(sockets)))
+    wall = (time.perf_counter() - started) * 1000
+    cpu = [
+        (after[0] - before[0], after[1] - before[1])
+        for before, after in zip(cpu_before, [cpu_ms(pid) for pid in pids], strict=True)
+    ]
     await asyncio.gather(*(ws.close() for ws in sockets))
     assert {r[2] for r in results} == {"llm"}, {r[2] for r in results}
     fake_stream = statistics.median(direct_total)
@@ -235,14 +248,19 @@ async def llm_round(url: str, fake_port: int, n: int, spread: float, tag: int) -
         "streaming": statistics.median(streaming),
         "added": statistics.median(added),
         "added_p95": pct(added, 0.95),
+        "cpu_server": cpu[0][0] / n,
+        "cpu_loop": cpu[0][1] / n,
+        "cpu_fake": cpu[1][0] / n,
+        "cpu_client": cpu[2][0] / n,
+        "cpu_busy": sum(c[0] for c in cpu) / (wall * (os.cpu_count() or 1)),
     }
 
 
 async def llm_conversations(
-    url: str, fake_port: int, n: int = 100, spread: float = 0.0, rounds: int = 3
+    servers: Servers, url: str, n: int = 100, spread: float = 0.0, rounds: int = 3
 ) -> None:
     # The same arrivals three times (this machine's speed drifts): medians over the rounds.
-    runs = [await llm_round(url, fake_port, n, spread, tag) for tag in range(rounds)]
+    runs = [await llm_round(servers, url, n, spread, tag) for tag in range(rounds)]
 
     def mid(key: str) -> float:
         return statistics.median(run[key] for run in runs)
@@ -268,6 +286,12 @@ async def llm_conversations(
     print(
         f"  added time to first token median {mid('added'):.1f} ms (rounds: {each('added', '.0f')}), "
         f"p95 {mid('added_p95'):.1f} ms (target <= 30 ms median)"
+    )
+    print(
+        f"  CPU per question: server {mid('cpu_server'):.1f} ms (event loop {mid('cpu_loop'):.1f}, "
+        f"its other threads: database, embedding model), fake LLM {mid('cpu_fake'):.1f}, this client "
+        f"{mid('cpu_client'):.1f}; the three kept the {os.cpu_count()} cores {mid('cpu_busy'):.0%} busy "
+        "from the first question to the last reply.end"
     )
 
 
@@ -336,8 +360,8 @@ def main() -> None:
             await ask(ws, "warm up the language model path")
             await ask(ws, KB_QUESTIONS[0])
             await ws.close()
-            await llm_conversations(url, servers.fake_port)
-            await llm_conversations(url, servers.fake_port, spread=0.5)
+            await llm_conversations(servers, url)
+            await llm_conversations(servers, url, spread=0.5)
             await kb_answers(url, each=12, rate=150)
             await kb_answers(url)
             await idle_memory(url, servers.daphne.pid)

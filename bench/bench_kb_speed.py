@@ -6,6 +6,10 @@ entry's centre) and written straight to the database, so the benchmark needs no 
 encoding; queries are real questions, really encoded, through the full match() path
 (revision check, encoding, ranking). The query cache is off.
 
+The micro-batching gain is bounded by the model's own gain from batching on this CPU:
+the last line prints the model alone in batches of 32 against one caller's whole match:
+the ratio 32 callers would reach if nothing but the model cost anything.
+
 Run: .venv/bin/python bench/bench_kb_speed.py
 """
 
@@ -29,6 +33,7 @@ from _setup import setup  # noqa: E402
 
 setup()
 
+from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
 from chatbot.models import Bot  # noqa: E402
@@ -115,6 +120,16 @@ def encode_only(texts: list[str]) -> float:
     return statistics.median(times)
 
 
+def model_per_query(texts: list[str], batch: int) -> float:
+    """Milliseconds per query of the model alone, ``batch`` queries per call."""
+    encoder = embeddings.get_encoder()
+    encoder.encode(texts[:batch])
+    started = time.perf_counter()
+    for start in range(0, len(texts), batch):
+        encoder.encode(texts[start : start + batch])
+    return (time.perf_counter() - started) * 1000 / len(texts)
+
+
 def main() -> None:
     call_command("migrate", verbosity=0)
     rng = np.random.default_rng(0)
@@ -149,6 +164,14 @@ def main() -> None:
         f"32 concurrent callers {many:.0f}/s = {many / one:.2f}x (target >= 3x; per round "
         f"{', '.join(f'{m / o:.2f}x' for o, m in zip(ones, manys, strict=True))}; "
         f"average batch {encoded / max(batches, 1):.1f} queries)"
+    )
+    # What this CPU allows: if nothing but the model cost anything under load, 32 callers
+    # would go at the model's own batched rate.
+    batched = model_per_query(texts[1300:2260], 32)
+    print(
+        f"ceiling on this machine: the model alone (EMBEDDING_THREADS={settings.EMBEDDING_THREADS}) takes "
+        f"{batched:.2f} ms per query in batches of 32; with every other cost of a match at zero, 32 "
+        f"callers would reach {1000 / batched:.0f}/s = {1000 / batched / one:.2f}x the one caller's rate"
     )
 
 
