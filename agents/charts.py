@@ -235,3 +235,121 @@ def bar_chart_render(
         parts.append(_text(label_w + length + 4, y + row_h * 0.65, note, anchor="start"))
     parts.append("</svg>")
     return mark_safe("".join(parts))  # every text above went through escape()
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A labelled vertical line across a line chart, e.g. a threshold in force."""
+
+    x: float
+    label: str
+    css: str = ""
+
+
+def line_chart_render(
+    *,
+    title: str,
+    x: Sequence[Number],
+    series: Sequence[Series],
+    x_range: tuple[float, float] | None = None,
+    y_max: Number | None = None,
+    markers: Sequence[Marker] = (),
+    x_fmt: Formatter = number_format,
+    y_fmt: Formatter = number_format,
+    width: int = 480,
+    height: int = 220,
+) -> SafeString:
+    """One polyline per series over a numeric x axis (``x`` holds the points' positions,
+    each series one value per point). The y axis runs from 0 to ``y_max`` (default: a
+    round step above the peak); the x axis over ``x_range`` (default: the points' span)."""
+    left, right, top, bottom = 44, 12, (26 if len(series) > 1 else 10), 22
+    plot_w, plot_h = width - left - right, height - top - bottom
+    xs = [float(v) for v in x]
+    peak = max((float(v) for s in series for v in s.values), default=0.0)
+    parts = [_open(width, height, title)]
+    parts.append(
+        f'<line class="axis" x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}"/>'
+    )
+    if not xs or (peak <= 0 and y_max is None):
+        parts.append(_no_data(left + plot_w / 2, top + plot_h / 2))
+        parts.append("</svg>")
+        return mark_safe("".join(parts))  # every text above went through escape()
+    lo, hi = x_range if x_range is not None else (min(xs), max(xs))
+    span = hi - lo or 1.0
+
+    def at_x(value: float) -> float:
+        return left + (value - lo) / span * plot_w
+
+    ceiling = float(y_max) if y_max is not None else peak
+    step = axis_step(ceiling)
+    axis_max = step * math.ceil(ceiling / step - 1e-9)
+    parts += _y_axis(
+        left=left, top=top, plot_w=plot_w, plot_h=plot_h, step=step, axis_max=axis_max, fmt=y_fmt
+    )
+    parts += _x_ticks(lo=lo, hi=hi, at_x=at_x, y=top + plot_h + 14, fmt=x_fmt)
+    for i, marker in enumerate(markers):
+        if lo <= marker.x <= hi:
+            flip = marker.x > lo + 0.8 * span  # label on the line's left near the right edge
+            parts += _marker(marker, x=at_x(marker.x), top=top, bottom=top + plot_h, row=i, flip=flip)
+    for j, one in enumerate(series):
+        points = [
+            (at_x(xv), top + plot_h - float(v) / axis_max * plot_h)
+            for xv, v in zip(xs, one.values, strict=True)
+        ]
+        parts += _polyline(one, points, xs=xs, css=one.css or f"l{j}", x_fmt=x_fmt, y_fmt=y_fmt)
+    if len(series) > 1:
+        parts += _line_legend(series=series, x=left, y=14)
+    parts.append("</svg>")
+    return mark_safe("".join(parts))  # every text above went through escape()
+
+
+def _x_ticks(*, lo: float, hi: float, at_x: Callable[[float], float], y: float, fmt: Formatter) -> list[str]:
+    step = axis_step(hi - lo)
+    first = math.ceil(lo / step - 1e-9)
+    count = math.floor(hi / step + 1e-9) - first + 1
+    return [_text(at_x((first + k) * step), y, fmt((first + k) * step)) for k in range(max(count, 0))]
+
+
+def _marker(marker: Marker, *, x: float, top: float, bottom: float, row: int, flip: bool) -> list[str]:
+    css = escape(f"marker {marker.css}".strip())
+    label_y = top + FONT * (row + 1)  # one row per marker, so close markers' labels don't overlap
+    return [
+        f'<line class="{css}" x1="{_n(x)}" y1="{_n(top)}" x2="{_n(x)}" y2="{_n(bottom)}" '
+        f'stroke-dasharray="4 3"><title>{escape(marker.label)}</title></line>',
+        _text(
+            x - 3 if flip else x + 3, label_y, marker.label, anchor="end" if flip else "start", css=marker.css
+        ),
+    ]
+
+
+def _polyline(
+    one: Series,
+    points: list[tuple[float, float]],
+    *,
+    xs: list[float],
+    css: str,
+    x_fmt: Formatter,
+    y_fmt: Formatter,
+) -> list[str]:
+    klass = escape(css)
+    coords = " ".join(f"{_n(px)},{_n(py)}" for px, py in points)
+    parts = [f'<polyline class="line {klass}" fill="none" points="{coords}"/>']
+    for (px, py), xv, value in zip(points, xs, one.values, strict=True):
+        tooltip = f"{x_fmt(xv)} · {one.name}: {y_fmt(float(value))}"
+        parts.append(
+            f'<circle class="dot {klass}" cx="{_n(px)}" cy="{_n(py)}" r="2.5">'
+            f"<title>{escape(tooltip)}</title></circle>"
+        )
+    return parts
+
+
+def _line_legend(*, series: Sequence[Series], x: float, y: float) -> list[str]:
+    parts = []
+    for j, one in enumerate(series):
+        css = escape(one.css or f"l{j}")
+        parts.append(
+            f'<line class="line {css}" x1="{_n(x)}" y1="{_n(y - 4)}" x2="{_n(x + 14)}" y2="{_n(y - 4)}"/>'
+        )
+        parts.append(_text(x + 18, y, one.name, anchor="start"))
+        x += 28 + 7 * len(one.name)
+    return parts

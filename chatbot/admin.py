@@ -1,19 +1,29 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.forms import ModelForm
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
+from django.utils.decorators import method_decorator
+from django.views.decorators.http import require_POST
 
+from chatbot.admin_calibration import PINNED_BY_EDIT, BotAdminForm, calibration_panel, calibration_run
 from chatbot.admin_try import try_question_context
 from chatbot.models import Bot, Conversation, Feedback, Message, Visitor
 
 
 @admin.register(Bot)
 class BotAdmin(admin.ModelAdmin):
+    form = BotAdminForm
     list_display = [
         "name",
         "public_key",
         "is_active",
+        "threshold_source",
         "answer_threshold",
         "reference_threshold",
         "created_at",
@@ -26,7 +36,10 @@ class BotAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "is_active", "public_key", "allowed_origins", "created_at"]}),
         ("Conversation", {"fields": ["greeting", "system_prompt", "fallback_reply"]}),
-        ("Knowledge base", {"fields": ["answer_threshold", "reference_threshold"]}),
+        (
+            "Knowledge base",
+            {"fields": ["threshold_source", "target_precision", "answer_threshold", "reference_threshold"]},
+        ),
         ("Language model", {"fields": ["llm_provider", "llm_model", "temperature", "top_p", "max_tokens"]}),
     ]
 
@@ -35,7 +48,36 @@ class BotAdmin(admin.ModelAdmin):
     ) -> HttpResponse:
         bot = self.get_object(request, object_id)
         extra_context = {**(extra_context or {}), **try_question_context(request, bot)}
+        if bot is not None:
+            extra_context["calibration"] = calibration_panel(bot)
+            extra_context["can_recalibrate"] = self.has_change_permission(request, bot)
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def save_model(self, request: HttpRequest, obj: Bot, form: ModelForm, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if getattr(form, "pinned_by_edit", False):
+            messages.info(request, PINNED_BY_EDIT)
+        if change and "target_precision" in form.changed_data:
+            # After the commit, so the calibration reads the new target (a background one too).
+            transaction.on_commit(lambda: calibration_run(request, obj))
+
+    def get_urls(self) -> list[URLPattern]:
+        recalibrate = path(
+            "<path:object_id>/recalibrate/",
+            self.admin_site.admin_view(self.recalibrate_view),
+            name="chatbot_bot_recalibrate",
+        )
+        return [recalibrate, *super().get_urls()]
+
+    @method_decorator(require_POST)
+    def recalibrate_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        bot = self.get_object(request, unquote(object_id))
+        if bot is None:
+            raise Http404
+        if not self.has_change_permission(request, bot):
+            raise PermissionDenied
+        calibration_run(request, bot)
+        return HttpResponseRedirect(reverse("admin:chatbot_bot_change", args=[bot.pk]))
 
 
 @admin.register(Visitor)

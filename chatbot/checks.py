@@ -7,6 +7,9 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import Error, Warning, register
 
+from chatbot.llm.profiles import embedding_key_missing, embedding_profile
+from chatbot.llm.providers.embeddings import EMBEDDING_PROVIDERS
+
 
 @register()
 def check_llm_settings(app_configs: Any = None, **kwargs: Any) -> list[Warning | Error]:
@@ -32,6 +35,41 @@ def check_llm_settings(app_configs: Any = None, **kwargs: Any) -> list[Warning |
                 "No LLM is configured: questions the knowledge base can't answer get the fallback reply.",
                 hint="Set LLM_PROVIDER, LLM_MODEL and LLM_API_KEY (see README).",
                 id="chatbot.W001",
+            )
+        )
+    return problems
+
+
+@register()
+def check_embedding_settings(app_configs: Any = None, **kwargs: Any) -> list[Warning | Error]:
+    """A remote EMBEDDING_PROVIDER needs a model and (mostly) a key, or nothing matches."""
+    if settings.EMBEDDING_PROVIDER == "local":
+        return []
+    profile = embedding_profile()
+    problems: list[Warning | Error] = []
+    if not profile.model:
+        problems.append(
+            Error(
+                f"EMBEDDING_PROVIDER={profile.provider} but EMBEDDING_API_MODEL is empty.",
+                hint="Set EMBEDDING_API_MODEL: text-embedding-3-small, text-embedding-v4, embedding-3 ...",
+                id="chatbot.E003",
+            )
+        )
+    if embedding_key_missing(profile):
+        problems.append(
+            Error(
+                f"EMBEDDING_PROVIDER={profile.provider} needs an API key.",
+                hint=f"Set EMBEDDING_API_KEY (or LLM_API_KEY with LLM_PROVIDER={profile.provider}).",
+                id="chatbot.E004",
+            )
+        )
+    limit = EMBEDDING_PROVIDERS[profile.provider].max_batch
+    if profile.provider != "openai" and profile.batch_size > limit:
+        problems.append(
+            Warning(
+                f"EMBEDDING_API_BATCH={profile.batch_size} is over {profile.provider}'s documented"
+                f" limit of {limit} texts a request (newer models); the provider may refuse it.",
+                id="chatbot.W002",
             )
         )
     return problems

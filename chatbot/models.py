@@ -51,6 +51,25 @@ class Bot(models.Model):
         blank=True,
         default="You are a friendly, concise customer-service assistant for this website.",
     )
+
+    class ThresholdSource(models.TextChoices):
+        AUTO = "auto", "Automatic (calibrated from the knowledge base)"
+        LABELLED = "labelled", "From labelled questions (kb_calibrate)"
+        PINNED = "pinned", "Pinned by an admin"
+
+    threshold_source = models.CharField(
+        max_length=10,
+        choices=ThresholdSource.choices,
+        default=ThresholdSource.AUTO,
+        help_text="Automatic: the thresholds below are ignored and chosen from the knowledge base itself "
+        "for the target precision. Pinned or labelled: the thresholds below are used as they are.",
+    )
+    target_precision = models.FloatField(
+        default=0.95,
+        validators=[MinValueValidator(0.5), MaxValueValidator(0.999)],
+        help_text="Share of knowledge-base answers that should be right; the automatic answer threshold "
+        "is chosen for it.",
+    )
     answer_threshold = models.FloatField(
         default=0.80,
         validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
@@ -83,6 +102,9 @@ class Bot(models.Model):
     # Bumped on every knowledge-base change; each server process compares it with the
     # revision of its in-memory index before a search (one indexed read, no reload).
     kb_revision = models.PositiveBigIntegerField(default=0, editable=False)
+    # Bumped when a new automatic calibration is stored: read with kb_revision, so every
+    # process picks it up without another query.
+    calibration_stamp = models.PositiveBigIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -97,6 +119,10 @@ class Bot(models.Model):
                     reference_threshold__gte=0, reference_threshold__lte=models.F("answer_threshold")
                 ),
                 name="bot_reference_below_answer",
+            ),
+            models.CheckConstraint(
+                condition=Q(target_precision__gte=0.5, target_precision__lte=0.999),
+                name="bot_target_precision_range",
             ),
             models.CheckConstraint(
                 condition=Q(temperature__gte=0, temperature__lte=2), name="bot_temperature_range"

@@ -143,7 +143,9 @@ async def _reply(ctx: _Context, text: str) -> AsyncIterator[ReplyEvent]:
         return
     references = []
     if decision == "reference":
-        threshold = ctx.bot.reference_threshold
+        threshold = (
+            match.thresholds.reference if match.thresholds is not None else ctx.bot.reference_threshold
+        )
         references = [c for c in candidates if c.score >= threshold][:MAX_REFERENCES] or candidates[:1]
     if not is_configured(ctx.bot):
         async for event in _fallback(ctx, NO_LLM):

@@ -186,6 +186,25 @@ EMBEDDING_PRELOAD = env_bool("EMBEDDING_PRELOAD", True)
 NUMPY_THREADS = env_int("NUMPY_THREADS", 1, minimum=1, maximum=64)
 # vector (embeddings only), lexical (BM25 only) or blend; see README "Knowledge base".
 KB_MATCH_MODE = env_choice("KB_MATCH_MODE", "blend", ("vector", "lexical", "blend"))
+# Re-calibrate a bot's confidence by itself, on a background thread, whenever its
+# knowledge base changes (knowledge.calibration_services). Off: only on request
+# (load_demo, kb_import, the admin's "Recalibrate now").
+KB_AUTO_CALIBRATE = env_bool("KB_AUTO_CALIBRATE", True)
+
+# --- Knowledge-base embeddings from a provider's API (chatbot.llm.embedding_client) --
+# local: the model above. openai / dashscope / zhipu: POST {base}/embeddings at that
+# provider; an empty key or base URL is taken from LLM_* (or LLM_FALLBACK_*) when it names
+# the same provider. Retries, breaker and connect timeout follow the LLM_* settings.
+EMBEDDING_PROVIDER = env_choice("EMBEDDING_PROVIDER", "local", ("local", "openai", "dashscope", "zhipu"))
+EMBEDDING_API_BASE_URL = env_str("EMBEDDING_API_BASE_URL")
+EMBEDDING_API_KEY = env_str("EMBEDDING_API_KEY")
+EMBEDDING_API_MODEL = env_str("EMBEDDING_API_MODEL")
+EMBEDDING_API_DIMENSIONS = env_int("EMBEDDING_API_DIMENSIONS", 0, minimum=0, maximum=16384)  # 0: model's
+EMBEDDING_API_BATCH = env_int("EMBEDDING_API_BATCH", 0, minimum=0, maximum=2048)  # 0: provider's limit
+EMBEDDING_API_TIMEOUT = env_float("EMBEDDING_API_TIMEOUT", 10.0, minimum=0.1, maximum=300.0)
+# Vectors kept in memory by (provider, model, dimensions, text). Smaller than
+# EMBEDDING_QUERY_CACHE because API vectors are wide: 2,000 x 2,048 floats is 16 MB.
+EMBEDDING_API_CACHE = env_int("EMBEDDING_API_CACHE", 2000, minimum=0)
 
 
 # --- Chat websocket (chatbot.consumers; README "The chat protocol") ------------------

@@ -23,6 +23,7 @@ import numpy as np
 from django.conf import settings
 
 from knowledge import onnx_models
+from knowledge.api_encoder import ApiEncoder, get_api_encoder
 
 log = logging.getLogger(__name__)
 
@@ -346,8 +347,14 @@ _encoders: dict[str, Encoder] = {}
 _batchers: dict[str, QueryBatcher] = {}
 
 
-def get_encoder(name: str | None = None) -> Encoder:
+def get_encoder(name: str | None = None) -> Encoder | ApiEncoder:
     """The process-wide encoder for ``name`` (default: the EMBEDDING_MODEL setting)."""
+    if settings.EMBEDDING_PROVIDER != "local":
+        api = get_api_encoder()
+        # get_batcher() asks by EMBEDDING_MODEL and matching by model_name(): both mean the
+        # configured encoder, which is then the API's; another name is a local model folder.
+        if name in (None, settings.EMBEDDING_MODEL, api.name):
+            return api
     name = name or settings.EMBEDDING_MODEL
     with _lock:
         if name not in _encoders:
@@ -407,5 +414,23 @@ def encode_documents(texts: Sequence[str], name: str | None = None) -> np.ndarra
     return get_encoder(name).encode(texts)
 
 
+def model_fingerprint(name: str) -> str:
+    """What identifies the model's vectors: its name, and for a local folder its files."""
+    if settings.EMBEDDING_PROVIDER != "local" and name == model_name():
+        return name
+    try:
+        folder = Path(model_path(name))
+    except FileNotFoundError:
+        return name
+    files = sorted(
+        f"{p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+        for p in folder.rglob("*")
+        if p.is_file()
+    )
+    return "|".join([name, str(folder), *files])
+
+
 def model_name() -> str:
+    if settings.EMBEDDING_PROVIDER != "local":
+        return get_api_encoder().name
     return settings.EMBEDDING_MODEL

@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from knowledge.calibration import CalibrationImpossible, Reference, calibrate
+from knowledge.confidence import Calibrator
 from knowledge.io import ImportFailed
 from knowledge.ranking import Mode, Ranker
 
@@ -156,15 +158,23 @@ def recommended_threshold(outcomes: Sequence[Outcome], target: float) -> float |
 
 
 def report(
-    outcomes: Sequence[Outcome], times: Sequence[float], *, threshold: float | None, target: float
+    outcomes: Sequence[Outcome],
+    times: Sequence[float],
+    *,
+    threshold: float | str | None,
+    target: float,
+    auto: float | None = None,
 ) -> dict[str, Any]:
+    """Figures at ``threshold``: a number, "auto" (the threshold the product chose by
+    itself, ``auto``), or None (the recommended one, chosen on these queries)."""
     in_scope = [o for o in outcomes if o.in_scope]
     recommended = recommended_threshold(outcomes, target)
-    chosen = (
-        threshold
-        if threshold is not None
-        else (recommended if recommended is not None else DEFAULT_THRESHOLD)
-    )
+    if threshold == "auto":
+        chosen = auto if auto is not None else 1.0
+    elif threshold is not None:
+        chosen = float(threshold)
+    else:
+        chosen = recommended if recommended is not None else DEFAULT_THRESHOLD
     figures = at_threshold(outcomes, chosen)
     ordered = sorted(times)
     return {
@@ -178,6 +188,7 @@ def report(
         "false_answer_rate": figures["false_answer_rate"],
         "target_precision": target,
         "recommended_threshold": recommended,
+        "auto_threshold": auto,
         "curve": [at_threshold(outcomes, t) for t in CURVE_POINTS],
         "p50_ms": statistics.median(ordered) if ordered else None,
         "p95_ms": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] if ordered else None,
@@ -190,20 +201,44 @@ def evaluate(
     encoder: EncoderLike,
     *,
     mode: Mode,
-    threshold: float | None = None,
+    threshold: float | str | None = None,
     target: float = 0.95,
     timing_sample: int = 200,
     progress: Callable[[str], None] | None = None,
+    calibrator: Calibrator | None = None,
+    auto_calibrate: bool = True,
 ) -> dict[str, Any]:
+    """Figures as the product would reach them: the knowledge base is calibrated from
+    itself first (``knowledge.calibration``; the queries play no part in it), unless
+    ``calibrator`` is given (a live bot's), and confidences are calibrated probabilities.
+    ``auto_calibrate=False``: the uncalibrated confidence, for encoders that mean nothing
+    outside a test."""
     known = {row.external_id for row in rows if row.external_id}
     unknown = sorted({q.expected for q in queries if q.expected and q.expected not in known})
     if unknown:
         shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
         raise ImportFailed([(None, f"expected_id not found among the knowledge base ids: {shown}")])
     ranker, external = ranker_from_rows(rows, encoder, mode=mode)
+    auto = None
+    if calibrator is None and auto_calibrate:
+        try:
+            reference = Reference.encode(encoder.encode)
+            fitted = calibrate(
+                ranker,
+                unknown=encoder.unknown_fraction,
+                reference=reference,
+                encode=encoder.encode,
+                target=target,
+            )
+        except CalibrationImpossible as err:
+            if progress:
+                progress(f"not calibrated ({err}): confidences are uncalibrated")
+        else:
+            calibrator, auto = fitted.calibrator, fitted.answer_threshold
+    ranker.calibrator = calibrator
     if progress:
         progress(
             f"indexed {len(rows)} entries ({len(ranker.plain)} phrasings); ranking {len(queries)} queries"
         )
     outcomes, times = run_queries(ranker, external, queries, encoder, timing_sample=timing_sample)
-    return report(outcomes, times, threshold=threshold, target=target)
+    return report(outcomes, times, threshold=threshold, target=target, auto=auto)

@@ -86,3 +86,19 @@ class BM25:
         for term in known:  # a term's documents are distinct, so += adds each once
             scores[documents[indptr[term] : indptr[term + 1]]] += weights[indptr[term] : indptr[term + 1]]
         return scores, total_idf
+
+    def scores_many(self, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``scores`` for several queries at once: (queries x documents, total idf per query)."""
+        rows: list[int] = []
+        cols: list[int] = []
+        totals = np.zeros(len(queries), dtype=np.float32)
+        for row, query in enumerate(queries):
+            terms = set(tokenize(query))
+            known = [self.vocabulary[t] for t in terms if t in self.vocabulary]
+            totals[row] = float(self.idf[known].sum()) + self.oov_idf * (len(terms) - len(known))
+            rows.extend([row] * len(known))
+            cols.extend(known)
+        indicator = sparse.csr_matrix(
+            (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(queries), len(self.vocabulary))
+        )
+        return np.asarray((indicator @ self.matrix).todense(), dtype=np.float32), totals

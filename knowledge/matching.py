@@ -16,22 +16,26 @@ ranker only when another request, in any process, changed the knowledge base.
 from __future__ import annotations
 
 import asyncio
+import copy
+import logging
 import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from channels.db import database_sync_to_async
 from django.conf import settings
 
 from chatbot.models import Bot
-from knowledge import embeddings, shared_ranking
+from knowledge import calibration_services, embeddings, shared_ranking
+from knowledge.calibration_services import Calibrated, Thresholds, thresholds_for
 from knowledge.models import Embedding, Entry
 from knowledge.ranking import Ranked, Ranker
 from knowledge.services import entries_embed
 
+log = logging.getLogger(__name__)
 Decision = Literal["answer", "reference", "none"]
 MAX_QUERY_CHARS = 1000
 _SPACES = re.compile(r"\s+")
@@ -52,6 +56,8 @@ class MatchResult:
     decision: Decision
     candidates: list[Candidate]
     took_ms: float
+    thresholds: Thresholds | None = None
+    lexical_only: bool = False  # the embedding model failed: matched on words alone
 
     @property
     def best(self) -> Candidate | None:
@@ -62,8 +68,10 @@ class MatchResult:
 class Snapshot:
     revision: int
     model: str
-    ranker: Ranker
+    ranker: Ranker  # with the calibration's calibrator, if there is one
     entries: dict[int, tuple[str, str]]  # id -> (question, answer)
+    stamp: int = 0  # Bot.calibration_stamp it was made with
+    calibrated: Calibrated | None = None
 
 
 _snapshots: dict[int, Snapshot] = {}
@@ -75,44 +83,87 @@ def normalise_query(text: str) -> str:
     return _SPACES.sub(" ", text).strip()[:MAX_QUERY_CHARS]
 
 
-def decide(bot: Bot, confidence: float | None) -> Decision:
+def decide(thresholds: Thresholds, confidence: float | None) -> Decision:
     if confidence is None:
         return "none"
-    if confidence >= bot.answer_threshold:
+    if confidence >= thresholds.answer:
         return "answer"
-    if confidence >= bot.reference_threshold:
+    if confidence >= thresholds.reference:
         return "reference"
     return "none"
 
 
-def _current_revision(bot_id: int) -> int:
-    return Bot.objects.filter(pk=bot_id).values_list("kb_revision", flat=True).get()
+def _current_revision(bot_id: int) -> tuple[int, int]:
+    """The bot's knowledge-base revision and calibration stamp (one indexed read)."""
+    return Bot.objects.filter(pk=bot_id).values_list("kb_revision", "calibration_stamp").get()
 
 
-def _built(bot_id: int, revision: int) -> Snapshot | None:
-    """The bot's index if it was built at ``revision`` with the current model."""
+def _built(bot_id: int, revision: int, stamp: int) -> Snapshot | None:
+    """The bot's index if it was built at ``revision`` and ``stamp`` with the current model."""
     snapshot = _snapshots.get(bot_id)
-    if snapshot is not None and snapshot.revision == revision and snapshot.model == embeddings.model_name():
+    if (
+        snapshot is not None
+        and snapshot.revision == revision
+        and snapshot.stamp == stamp
+        and snapshot.model == embeddings.model_name()
+    ):
         return snapshot
     return None
 
 
 def snapshot_for(bot_id: int) -> Snapshot:
-    """The bot's ranker, rebuilt if its knowledge base changed since it was built."""
-    revision = _current_revision(bot_id)
-    snapshot = _built(bot_id, revision)
+    """The bot's ranker, rebuilt if its knowledge base changed since it was built, and
+    given the newest calibration if only that changed."""
+    revision, stamp = _current_revision(bot_id)
+    snapshot = _built(bot_id, revision, stamp)
     if snapshot is not None:
         return snapshot
     with _locks_guard:
         lock = _build_locks.setdefault(bot_id, threading.Lock())
     with lock:  # one rebuild per bot at a time; the others wait and reuse it
-        snapshot = _built(bot_id, revision)
+        snapshot = _built(bot_id, revision, stamp)
         if snapshot is None:
-            snapshot = _snapshots[bot_id] = _build(bot_id, revision, embeddings.model_name())
+            model = embeddings.model_name()
+            old = _snapshots.get(bot_id)
+            if old is not None and old.revision == revision and old.model == model:
+                snapshot = _calibrated(old.ranker, old.entries, bot_id, revision, stamp, model)
+            else:
+                snapshot = _build(bot_id, revision, stamp, model)
+            _snapshots[bot_id] = snapshot
         return snapshot
 
 
-def _build(bot_id: int, revision: int, model: str) -> Snapshot:
+def _calibrated(
+    ranker: Ranker, entries: dict[int, tuple[str, str]], bot_id: int, revision: int, stamp: int, model: str
+) -> Snapshot:
+    """A snapshot of ``ranker`` with the bot's stored calibration; asks for a new one in the
+    background when none was made at this revision (the stored one serves meanwhile)."""
+    calibrated = calibration_services.calibrated_read(bot_id, model)
+    ranker = copy.copy(ranker)  # shares the matrices; only the calibrator differs
+    ranker.calibrator = calibrated.calibrator if calibrated is not None else None
+    if settings.KB_AUTO_CALIBRATE and calibration_services.calibration_needed(bot_id, model, revision):
+        job = calibration_services.calibration_job(bot_id, revision, model, ranker)
+        calibration_services.runner.schedule(bot_id, job)
+    return Snapshot(revision, model, ranker, entries, stamp, calibrated)
+
+
+def calibrate_soon(bot_id: int) -> None:
+    """After a knowledge-base change: rebuild the bot's index and re-calibrate it on the
+    background thread (the index build schedules the calibration)."""
+    if settings.KB_AUTO_CALIBRATE:
+        calibration_services.runner.schedule(bot_id, lambda: snapshot_for(bot_id) and None)
+
+
+def calibrate_now(bot: Bot) -> Any:
+    """Calibrate the bot on this thread (commands, the admin's button); the stored row."""
+    snapshot = snapshot_for(bot.pk)
+    row = calibration_services.bot_calibrate(
+        bot_id=bot.pk, revision=snapshot.revision, model=snapshot.model, ranker=snapshot.ranker
+    )
+    return row
+
+
+def _build(bot_id: int, revision: int, stamp: int, model: str) -> Snapshot:
     entries = list(Entry.objects.filter(bot_id=bot_id, is_active=True).prefetch_related("alternatives"))
     entries_embed(entries=entries)  # fills in any phrasing that has no vector yet
     vectors = {
@@ -134,10 +185,14 @@ def _build(bot_id: int, revision: int, model: str) -> Snapshot:
     dim = rows[0].shape[0] if rows else embeddings.get_encoder(model).dim
     matrix = np.vstack(rows) if rows else np.zeros((0, dim), dtype=np.float32)
     ranker = Ranker(np.array(ids, dtype=np.int64), texts, matrix, mode=settings.KB_MATCH_MODE)
-    return Snapshot(revision, model, ranker, {e.pk: (e.question, e.answer) for e in entries})
+    return _calibrated(
+        ranker, {e.pk: (e.question, e.answer) for e in entries}, bot_id, revision, stamp, model
+    )
 
 
-def _result(bot: Bot, snapshot: Snapshot, ranked: list[Ranked], started: float) -> MatchResult:
+def _result(
+    bot: Bot, snapshot: Snapshot, ranked: list[Ranked], started: float, *, lexical_only: bool = False
+) -> MatchResult:
     candidates = [
         Candidate(
             entry_id=r.entry_id,
@@ -150,7 +205,9 @@ def _result(bot: Bot, snapshot: Snapshot, ranked: list[Ranked], started: float) 
         for r in ranked
     ]
     best = candidates[0].score if candidates else None
-    return MatchResult(decide(bot, best), candidates, (time.perf_counter() - started) * 1000)
+    thresholds = thresholds_for(bot, snapshot.calibrated)
+    took = (time.perf_counter() - started) * 1000
+    return MatchResult(decide(thresholds, best), candidates, took, thresholds, lexical_only)
 
 
 def match(bot: Bot, text: str, *, k: int = 5) -> MatchResult:
@@ -160,7 +217,11 @@ def match(bot: Bot, text: str, *, k: int = 5) -> MatchResult:
         return MatchResult("none", [], 0.0)
     vector = embeddings.get_batcher().submit(text)  # encodes while the revision is read
     snapshot = snapshot_for(bot.pk)
-    query = vector.result()
+    try:
+        query = vector.result()
+    except Exception:
+        log.warning("embedding the question failed; matching on its words alone", exc_info=True)
+        return _result(bot, snapshot, snapshot.ranker.rank_lexical(text, k), started, lexical_only=True)
     ranked = snapshot.ranker.rank(query.vector, text, k, unknown=query.unknown)
     return _result(bot, snapshot, ranked, started)
 
@@ -179,12 +240,16 @@ async def amatch(bot: Bot, text: str, *, k: int = 5, fresh_revision: bool = Fals
         return MatchResult("none", [], 0.0)
     batcher = embeddings.loaded_batcher() or await asyncio.to_thread(embeddings.get_batcher)
     vector = batcher.submit(text)  # encodes while the revision is checked
-    snapshot = _built(bot.pk, bot.kb_revision) if fresh_revision else None
+    snapshot = _built(bot.pk, bot.kb_revision, bot.calibration_stamp) if fresh_revision else None
     if snapshot is None:
         snapshot = await _snapshot_shared(bot.pk)
     # A cached query's vector is ready at once: taken directly, since wrapping a finished
     # future still wakes the event loop through its self-pipe (a system call per message).
-    query = vector.result() if vector.done() else await asyncio.wrap_future(vector)
+    try:
+        query = vector.result() if vector.done() else await asyncio.wrap_future(vector)
+    except Exception:
+        log.warning("embedding the question failed; matching on its words alone", exc_info=True)
+        return _result(bot, snapshot, snapshot.ranker.rank_lexical(text, k), started, lexical_only=True)
     ranked = await shared_ranking.rank_with_others(
         snapshot.ranker, query.vector, text, k, unknown=query.unknown
     )

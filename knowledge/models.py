@@ -100,3 +100,41 @@ class Embedding(models.Model):
     @staticmethod
     def hash_text(text: str) -> str:
         return hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+class Calibration(models.Model):
+    """A bot's automatic calibration for one embedding model (knowledge.calibration).
+
+    Replaced whenever it is re-run; the row of the current model serves until then.
+    """
+
+    class Status(models.TextChoices):
+        OK = "ok", "Calibrated"
+        IMPOSSIBLE = "impossible", "Too little to calibrate from"
+        FAILED = "failed", "Failed"
+
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="calibrations")
+    model_name = models.CharField(max_length=200)
+    kb_revision = models.PositiveBigIntegerField(help_text="The knowledge base it was fitted on.")
+    status = models.CharField(max_length=12, choices=Status.choices)
+    message = models.TextField(blank=True)
+    target_precision = models.FloatField()
+    calibrator = models.JSONField(default=dict, blank=True)
+    answer_threshold = models.FloatField(
+        null=True, blank=True, help_text="None: no threshold reaches the target."
+    )
+    reference_threshold = models.FloatField(null=True, blank=True)
+    curve = models.JSONField(default=list, blank=True)
+    confused = models.JSONField(default=list, blank=True)
+    counts = models.JSONField(default=dict, blank=True)
+    estimated = models.JSONField(default=dict, blank=True)
+    seconds = models.FloatField(default=0.0)
+    ran_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["bot", "model_name"], name="calibration_unique_per_bot_and_model")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.bot} / {self.model_name} @ {self.kb_revision}: {self.status}"

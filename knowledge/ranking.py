@@ -31,6 +31,7 @@ from typing import Literal
 
 import numpy as np
 
+from knowledge.confidence import Calibrator, entry_features
 from knowledge.index import PhrasingMatrix
 from knowledge.lexical import BM25
 
@@ -55,7 +56,8 @@ class Ranked:
     score: float  # the blended similarity (cosine scale)
     similarity: float  # best-phrasing cosine, before whitening
     lexical: float  # BM25 / query idf, clipped to [0, 1]
-    confidence: float  # softmax share, the value thresholds apply to
+    confidence: float  # calibrated probability (or the softmax share): what thresholds apply to
+    features: tuple[float, ...] = ()  # knowledge.confidence.FEATURES of this entry for the query
 
 
 def whitening(entry_ids: np.ndarray, vectors: np.ndarray, shrink: float | None = None) -> np.ndarray:
@@ -107,6 +109,11 @@ class Ranker:
     whitened: PhrasingMatrix = field(init=False)
     centroids: np.ndarray = field(init=False)  # one normalised row per entry, whitened space
     bm25: BM25 | None = field(init=False)
+    sorted_texts: list[str] = field(init=False)
+    # Set by knowledge.calibration: confidences are then calibrated probabilities;
+    # without one, the softmax share against a virtual "none" entry.
+    calibrator: Calibrator | None = None
+    fixed_transform: np.ndarray | None = None  # instead of whitening learned from these vectors
 
     def __post_init__(self) -> None:
         self.entry_ids = np.asarray(self.entry_ids, dtype=np.int64)
@@ -115,14 +122,18 @@ class Ranker:
             self.vectors = self.vectors.reshape(len(self.entry_ids), -1)
         self.plain = PhrasingMatrix(self.entry_ids, self.vectors)
         dim = self.vectors.shape[1]
-        self.transform = (
-            whitening(self.entry_ids, self.vectors) if self.whiten else np.eye(dim, dtype=np.float32)
-        )
+        if self.fixed_transform is not None:
+            self.transform = self.fixed_transform
+        elif self.whiten:
+            self.transform = whitening(self.entry_ids, self.vectors)
+        else:
+            self.transform = np.eye(dim, dtype=np.float32)
         self.whitened = PhrasingMatrix(self.entry_ids, _normalise(self.vectors @ self.transform))
         self.centroids = _centroids(self.whitened)
         # Rows of the BM25 matrix follow the plain matrix's (entry-sorted) row order.
         order = np.argsort(self.entry_ids, kind="stable")
-        self.bm25 = BM25([self.texts[i] for i in order]) if self.mode != "vector" and self.texts else None
+        self.sorted_texts = [self.texts[i] for i in order]  # in the matrices' row order
+        self.bm25 = BM25(self.sorted_texts) if self.mode != "vector" and self.texts else None
 
     @property
     def entry_count(self) -> int:
@@ -132,6 +143,15 @@ class Ranker:
         """Top ``k`` entries. ``unknown`` is the share of the query the embedding model
         could not read ([UNK] tokens); in blend mode it shifts weight to the lexical score."""
         return self.rank_many(query[None, :], [text], k, unknowns=[unknown])[0]
+
+    def rank_lexical(self, text: str, k: int = 5) -> list[Ranked]:
+        """``rank`` on words alone, for when the question could not be embedded: as if the
+        model could read none of it (no ranking at all in "vector" mode)."""
+        if self.bm25 is None or not len(self.whitened):
+            return []
+        zeros = np.zeros(len(self.whitened), dtype=np.float32)
+        query = np.zeros(self.vectors.shape[1], dtype=np.float32)
+        return self._ranked(query, text, zeros, zeros[: self.entry_count], k, 1.0, weight=1.0)
 
     def rank_many(
         self,
@@ -156,17 +176,31 @@ class Ranker:
         ]
 
     def _ranked(
-        self, query: np.ndarray, text: str, phrasing: np.ndarray, centroid: np.ndarray, k: int, unknown: float
+        self,
+        query: np.ndarray,
+        text: str,
+        phrasing: np.ndarray,
+        centroid: np.ndarray,
+        k: int,
+        unknown: float,
+        *,
+        weight: float | None = None,
     ) -> list[Ranked]:
-        weight = self._lexical_weight(unknown)
+        weight = self.lexical_weight(unknown) if weight is None else weight
         lexical = self._lexical(text)
-        entry_scores = self._entry_scores(phrasing, centroid, lexical, weight)
-        null = (1 - weight) * NULL_SCORE + weight * LEXICAL_NULL_SCORE
-        confidence = _confidence(entry_scores, null)
+        starts = self.whitened.group_starts
+        best, whole = self.entry_parts(phrasing, centroid, lexical, weight)
+        entry_scores = PHRASING_WEIGHT * best + (1 - PHRASING_WEIGHT) * whole
         k = min(k, len(entry_scores))
         top = np.argpartition(-entry_scores, k - 1)[:k] if k < len(entry_scores) else np.arange(k)
         top = top[np.argsort(-entry_scores[top], kind="stable")]
-        starts = self.whitened.group_starts
+        lexical_best = np.maximum.reduceat(lexical, starts)
+        features = entry_features(best, whole, entry_scores, lexical_best, unknown)[top]
+        if self.calibrator is not None:
+            confidence = self.calibrator.probability(features)
+        else:
+            null = (1 - weight) * NULL_SCORE + weight * LEXICAL_NULL_SCORE
+            confidence = _confidence(entry_scores, null)[top]
         ends = np.append(starts[1:], len(phrasing))
         return [
             Ranked(
@@ -174,31 +208,33 @@ class Ranker:
                 score=float(entry_scores[g]),
                 # Plain cosine, for people reading scores: only for the few entries returned.
                 similarity=float((self.plain.matrix[starts[g] : ends[g]] @ query).max()),
-                lexical=float(lexical[starts[g] : ends[g]].max()),
-                confidence=float(confidence[g]),
+                lexical=float(lexical_best[g]),
+                confidence=float(confidence[n]),
+                features=tuple(round(float(v), 4) for v in features[n]),
             )
-            for g in top
+            for n, g in enumerate(top)
         ]
 
-    def _lexical_weight(self, unknown: float) -> float:
+    def lexical_weight(self, unknown: float) -> float:
         if self.mode != "blend":
             return 0.0 if self.mode == "vector" else 1.0
         return LEXICAL_WEIGHT + (1 - LEXICAL_WEIGHT) * min(max(unknown, 0.0), 1.0)
 
-    def _entry_scores(
+    def entry_parts(
         self, phrasing: np.ndarray, centroid: np.ndarray, lexical: np.ndarray, weight: float
-    ) -> np.ndarray:
-        """Per entry: PHRASING_WEIGHT x best phrasing + the rest x the entry as a whole
-        (its centroid cosine), each blended with the lexical score by ``weight``."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per entry: its best phrasing and the entry as a whole (its centroid cosine),
+        each blended with the lexical score by ``weight``. An entry's score is
+        PHRASING_WEIGHT x the first + the rest x the second."""
         starts = self.whitened.group_starts
         if weight >= 1:
-            return np.maximum.reduceat(lexical, starts)
+            lexical_best = np.maximum.reduceat(lexical, starts)
+            return lexical_best, lexical_best
         if weight <= 0:
-            best, whole = np.maximum.reduceat(phrasing, starts), centroid
-        else:
-            best = np.maximum.reduceat((1 - weight) * phrasing + weight * lexical, starts)
-            whole = (1 - weight) * centroid + weight * np.maximum.reduceat(lexical, starts)
-        return PHRASING_WEIGHT * best + (1 - PHRASING_WEIGHT) * whole
+            return np.maximum.reduceat(phrasing, starts), centroid
+        best = np.maximum.reduceat((1 - weight) * phrasing + weight * lexical, starts)
+        whole = (1 - weight) * centroid + weight * np.maximum.reduceat(lexical, starts)
+        return best, whole
 
     def _lexical(self, text: str) -> np.ndarray:
         if self.bm25 is None:

@@ -50,3 +50,18 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_sep(
             "-", "This run used SQLite; .ci/run repeats the suite on PostgreSQL and Redis when they answer."
         )
+
+
+@pytest.fixture(autouse=True)
+def no_background_calibration(request: pytest.FixtureRequest) -> Any:
+    """Calibration runs on a background thread of its own in production; tests that want
+    it mark themselves ``auto_calibrate`` (the thread needs a transactional database)."""
+    from django.test import override_settings
+
+    enabled = request.node.get_closest_marker("auto_calibrate") is not None
+    with override_settings(KB_AUTO_CALIBRATE=enabled):
+        yield
+    if enabled:
+        from knowledge.calibration_services import runner
+
+        runner.wait(30)

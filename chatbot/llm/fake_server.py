@@ -5,6 +5,7 @@ base URL at it as you would at the real provider):
     POST .../services/aigc/text-generation/generation   DashScope (base http://127.0.0.1:N/api/v1)
     POST .../paas/.../chat/completions                   Zhipu     (base http://127.0.0.1:N/api/paas/v4)
     POST .../chat/completions                            OpenAI    (base http://127.0.0.1:N/v1)
+    POST .../embeddings                                  embeddings, same three (chatbot.llm.fake_embeddings)
     GET  /health                                         "ok"
 
 Run it with ``python manage.py fake_llm --port 8199`` (or ``python -m chatbot.llm.fake_server``).
@@ -29,6 +30,7 @@ Items are ``key=value``, separated by spaces or commas; quote values with spaces
                         the response itself stays 200)
     finish=...          finish reason (default stop; content_filter, sensitive, length ...)
     usage=0             report no token usage
+    bad_vector=...      embeddings: spoil one vector (nan, short, missing, index, zero)
     times=N             apply the failure keys only to the first N requests with this same script,
                         then answer normally (for retry tests; add id=... to keep scripts apart)
 
@@ -53,6 +55,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from chatbot.llm import fake_embeddings
 from chatbot.llm import fake_wire as wire
 
 MAX_RECORDED = 1000
@@ -66,6 +69,7 @@ FAILURE_KEYS = (
     "headers_delay_ms",
     "retry_after",
     "retry_after_ms",
+    "bad_vector",
 )
 
 
@@ -87,6 +91,7 @@ class Script:
     error_after: int | None = None
     finish: str = "stop"
     usage: bool = True
+    bad_vector: str = ""
     times: int | None = None
     id: str = ""
 
@@ -218,6 +223,8 @@ class FakeLLMServer:
         self.requests.append(Recorded(request.method, request.path, request.headers, body))
         if len(self.requests) > MAX_RECORDED:  # a long-running server keeps only the latest
             del self.requests[: len(self.requests) - MAX_RECORDED]
+        if request.method == "POST" and request.path.endswith("/embeddings"):
+            return await self._embeddings(request, body, writer, request_id)
         fmt = wire.format_for(request.path)
         if request.method != "POST" or fmt is None:
             await wire.send_json(writer, 404, {"error": {"message": f"no route {request.path}"}}, {})
@@ -228,7 +235,7 @@ class FakeLLMServer:
             payload = wire.error_body(fmt, status, "", message, request_id)
             await wire.send_json(writer, status, payload, {"x-request-id": request_id})
             return request.keep_alive
-        script = self._script(request.headers, body)
+        script = self._script(request.headers, wire.last_user_text(body))
         if script.headers_delay_ms:
             await asyncio.sleep(script.headers_delay_ms / 1000)
         if script.status != 200 and script.error_after is None:
@@ -236,12 +243,32 @@ class FakeLLMServer:
             return request.keep_alive
         return await self._stream(writer, fmt, script, body, request_id) and request.keep_alive
 
-    def _script(self, headers: dict[str, str], body: Any) -> Script:
+    async def _embeddings(
+        self, request: wire.Request, body: Any, writer: asyncio.StreamWriter, rid: str
+    ) -> bool:
+        fmt = fake_embeddings.format_for(request.path)
+        errors = fake_embeddings.error_format(fmt)
+        problem = fake_embeddings.validate(fmt, body) or self._auth_problem(fmt, request.headers)
+        if problem:
+            status, message = problem
+            await wire.send_json(writer, status, wire.error_body(errors, status, "", message, rid), {})
+            return request.keep_alive
+        script = self._script(request.headers, "\n".join(fake_embeddings.inputs(body)))
+        if script.headers_delay_ms:
+            await asyncio.sleep(script.headers_delay_ms / 1000)
+        if script.status != 200:
+            await self._send_error(writer, errors, script, rid)
+        else:
+            await fake_embeddings.send(writer, body, script, rid)
+        return request.keep_alive
+
+    def _script(self, headers: dict[str, str], text: str) -> Script:
+        """The defaults, then the X-Fake-LLM header, then a marker in ``text``."""
         script = self.defaults
         spec = headers.get("x-fake-llm", "")
         if spec:
             script = parse_script(spec, script)
-        marker = MARKER.search(wire.last_user_text(body))
+        marker = MARKER.search(text)
         if marker:
             spec = f"{spec} {marker.group(1)}"
             script = parse_script(marker.group(1), script)

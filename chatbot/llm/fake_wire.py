@@ -67,7 +67,11 @@ def _head(status: int, headers: dict[str, str]) -> bytes:
 
 
 async def send_json(writer: asyncio.StreamWriter, status: int, payload: Any, headers: dict[str, str]) -> None:
-    body = json.dumps(payload, ensure_ascii=False).encode()
+    await send_raw(writer, status, json.dumps(payload, ensure_ascii=False).encode(), headers)
+
+
+async def send_raw(writer: asyncio.StreamWriter, status: int, body: bytes, headers: dict[str, str]) -> None:
+    """``body`` as it is, labelled JSON (the fake's malformed bodies too)."""
     all_headers = {"content-type": "application/json", "content-length": str(len(body)), **headers}
     writer.write(_head(status, all_headers) + body)
     await writer.drain()

@@ -13,8 +13,9 @@ from django.conf import settings
 
 from chatbot.llm.errors import ConfigurationError
 from chatbot.llm.providers import PROVIDERS
+from chatbot.llm.providers.embeddings import EMBEDDING_PROVIDERS
 from chatbot.llm.retry import RetryPolicy
-from chatbot.llm.types import Profile
+from chatbot.llm.types import EmbeddingProfile, Profile
 
 
 class BotLike(Protocol):
@@ -116,3 +117,71 @@ def is_configured(bot: BotLike | None = None) -> bool:
     except ConfigurationError:
         return False
     return bool(profiles[0].model)
+
+
+@dataclass(frozen=True)
+class EmbeddingPolicy:
+    connect_timeout: float = 5.0
+    timeout: float = 10.0  # one request, from sending to the parsed response
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    breaker_failures: int = 5
+    breaker_cooldown: float = 30.0
+    cache_size: int = 2000
+
+    def total_timeout(self) -> float:
+        """The longest one batch may take with its retries (their waits included)."""
+        retries = self.retry.max_retries
+        return (retries + 1) * self.timeout + retries * max(self.retry.max_wait, self.retry.max_delay)
+
+
+def current_embedding_policy() -> EmbeddingPolicy:
+    s: Any = settings
+    return EmbeddingPolicy(
+        connect_timeout=s.LLM_CONNECT_TIMEOUT,
+        timeout=s.EMBEDDING_API_TIMEOUT,
+        retry=RetryPolicy(max_retries=s.LLM_MAX_RETRIES, max_wait=s.LLM_RETRY_MAX_WAIT),
+        breaker_failures=s.LLM_BREAKER_FAILURES,
+        breaker_cooldown=s.LLM_BREAKER_COOLDOWN,
+        cache_size=s.EMBEDDING_API_CACHE,
+    )
+
+
+def embedding_profile() -> EmbeddingProfile:
+    """The EMBEDDING_API_* settings; an empty key or base URL comes from the LLM_* (else
+    LLM_FALLBACK_*) profile of the same provider. Not checked: see ``check_embedding_profile``."""
+    s: Any = settings
+    provider = s.EMBEDDING_PROVIDER
+    impl = EMBEDDING_PROVIDERS.get(provider)
+    if impl is None:
+        raise ConfigurationError(f"EMBEDDING_PROVIDER={provider!r} is not an embeddings API")
+    chat = next((p for p in configured_profiles() if p.provider == provider), None)
+    base_url = s.EMBEDDING_API_BASE_URL or (impl.base_url_from_chat(chat.base_url) if chat else "")
+    return EmbeddingProfile(
+        provider=provider,
+        base_url=(base_url or impl.default_base_url).rstrip("/"),
+        model=s.EMBEDDING_API_MODEL,
+        api_key=s.EMBEDDING_API_KEY or (chat.api_key if chat else ""),
+        dimensions=s.EMBEDDING_API_DIMENSIONS or None,
+        batch_size=s.EMBEDDING_API_BATCH or impl.max_batch,
+    )
+
+
+def check_embedding_profile(profile: EmbeddingProfile) -> None:
+    parts = urlsplit(profile.base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigurationError(
+            f"the embeddings base URL must be http(s)://host/..., got {profile.base_url!r}",
+            provider=profile.provider,
+        )
+    if not profile.model:
+        raise ConfigurationError("no embedding model: set EMBEDDING_API_MODEL", provider=profile.provider)
+    if embedding_key_missing(profile):
+        raise ConfigurationError("no API key: set EMBEDDING_API_KEY", provider=profile.provider)
+
+
+def embedding_key_missing(profile: EmbeddingProfile) -> bool:
+    """No key where one is needed: DashScope and Zhipu always, OpenAI itself too (a local
+    OpenAI-compatible server at another URL may need none)."""
+    impl = EMBEDDING_PROVIDERS[profile.provider]
+    needed = impl.needs_key or profile.base_url == impl.default_base_url
+    return needed and not profile.api_key

@@ -62,3 +62,26 @@ class Profile:
     def key(self) -> str:
         # Breakers and limits are per endpoint: two OpenAI-compatible servers are independent.
         return f"{self.provider} {self.base_url}"
+
+
+@dataclass(frozen=True)
+class EmbeddingProfile:
+    """Where and how to reach one provider's embeddings endpoint (EMBEDDING_* settings)."""
+
+    provider: str
+    base_url: str
+    model: str
+    api_key: str = field(default="", repr=False)
+    dimensions: int | None = None  # None: the model's own length, not sent
+    batch_size: int = 10  # most texts in one request
+
+    @property
+    def name(self) -> str:
+        """What stored vectors are keyed by: vectors of another name are not comparable."""
+        suffix = f"@{self.dimensions}" if self.dimensions else ""
+        return f"{self.provider}:{self.model}{suffix}"
+
+    @property
+    def key(self) -> str:
+        # The breaker is the endpoint's own: a failing embeddings API says nothing about chat.
+        return f"{self.provider} {self.base_url} embeddings"

@@ -9,7 +9,15 @@ from xml.etree import ElementTree
 import pytest
 from django.utils.safestring import SafeString
 
-from agents.charts import Bar, Series, axis_step, bar_chart_render, column_chart_render
+from agents.charts import (
+    Bar,
+    Marker,
+    Series,
+    axis_step,
+    bar_chart_render,
+    column_chart_render,
+    line_chart_render,
+)
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -142,3 +150,66 @@ def test_it_labels_the_axes() -> None:
 )
 def test_it_picks_round_axis_steps(peak: float, integer: bool, step: float) -> None:
     assert axis_step(peak, integer=integer) == pytest.approx(step)
+
+
+def polylines(svg: str) -> dict[str, list[tuple[float, float]]]:
+    root = ElementTree.fromstring(svg)
+    return {
+        line.get("class"): [tuple(float(c) for c in point.split(",")) for point in line.get("points").split()]
+        for line in root.iter(f"{SVG}polyline")
+    }
+
+
+def test_it_draws_lines_at_their_positions_on_a_fixed_range() -> None:
+    svg = line_chart_render(
+        title="Curve",
+        x=[0.25, 0.5, 1.0],
+        series=[Series("precision", [0.5, 0.75, 1.0], css="precision"), Series("coverage", [1.0, 0.5, 0.0])],
+        x_range=(0.0, 1.0),
+        y_max=1.0,
+    )
+    lines = polylines(svg)
+    assert list(lines) == ["line precision", "line l1"]
+    precision = lines["line precision"]
+    left, right = 44, 480 - 12
+    assert [x for x, _ in precision] == pytest.approx([left + (right - left) * f for f in (0.25, 0.5, 1.0)])
+    base, top = lines["line l1"][2][1], lines["line l1"][0][1]  # coverage 0 and 1
+    assert [y for _, y in precision] == pytest.approx([base + (top - base) * f for f in (0.5, 0.75, 1.0)])
+    assert "0.5 · precision: 0.75" in svg  # a tooltip per point
+
+
+def test_it_marks_values_on_the_x_axis_and_skips_those_off_it() -> None:
+    svg = line_chart_render(
+        title="t",
+        x=[0.1, 0.9],
+        series=[Series("s", [1, 2])],
+        x_range=(0.0, 1.0),
+        markers=[Marker(0.5, "answer <0.5>", "answer"), Marker(1.01, "never")],
+    )
+    root = ElementTree.fromstring(svg)
+    marks = [line for line in root.iter(f"{SVG}line") if "marker" in (line.get("class") or "")]
+    assert [(m.get("class"), float(m.get("x1"))) for m in marks] == [("marker answer", (44 + 468) / 2)]
+    assert "answer &lt;0.5&gt;" in svg and "never" not in svg
+
+
+@pytest.mark.parametrize(
+    "svg",
+    [
+        line_chart_render(title="Empty", x=[], series=[Series("s", [])]),
+        line_chart_render(title="Zeros", x=[1, 2], series=[Series("s", [0, 0])]),
+    ],
+)
+def test_it_renders_an_empty_line_chart(svg: SafeString) -> None:
+    assert polylines(svg) == {}
+    assert "No data" in svg
+
+
+def test_it_escapes_every_text_of_a_line_chart() -> None:
+    svg = line_chart_render(
+        title="<script>t</script>",
+        x=[1, 2],
+        series=[Series("<b>", [1, 2], css='x" onclick="alert(1)'), Series("s", [2, 1])],
+        markers=[Marker(1.5, "<i>m</i>")],
+    )
+    assert "<script>" not in svg and "<b>" not in svg and "<i>" not in svg and 'onclick="' not in svg
+    ElementTree.fromstring(svg)

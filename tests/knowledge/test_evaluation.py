@@ -90,7 +90,11 @@ def row(external_id: str, question: str, *alternatives: str) -> EntryRow:
 def test_evaluate_ranks_queries_against_an_in_memory_knowledge_base() -> None:
     rows = [row("s", "ship time"), row("r", "refund please"), row("p", "password reset")]
     queries = [Query("when ship", "s"), Query("my refund", "r"), Query("password", "p"), Query("weather", "")]
-    figures = evaluate(rows, queries, AxisEncoder(), mode="vector", target=0.95, timing_sample=2)
+    # The axis encoder reads none of the shipped reference texts: no automatic calibration.
+    figures = evaluate(
+        rows, queries, AxisEncoder(), mode="vector", target=0.95, timing_sample=2, auto_calibrate=False
+    )
+    assert figures["auto_threshold"] is None
     assert figures["top1"] == 1.0
     assert figures["false_answer_rate"] == 0.0  # "weather" is orthogonal to every entry
     assert figures["coverage"] == 1.0
@@ -153,6 +157,35 @@ def test_kb_evaluate_prints_json_figures_and_writes_nothing(files: tuple[Path, P
 
 
 @pytest.mark.django_db
+def test_kb_evaluate_threshold_auto_reports_figures_at_the_threshold_chosen_without_the_queries(
+    files: tuple[Path, Path],
+) -> None:
+    out = io.StringIO()
+    args = {"kb": str(files[0]), "json": True, "stdout": out}
+    call_command("kb_evaluate", queries=str(files[1]), threshold="auto", **args)
+    figures = json.loads(out.getvalue())
+    assert figures["auto_threshold"] is not None and 0 < figures["auto_threshold"] < 1
+    assert figures["threshold"] == figures["auto_threshold"]
+    assert "recommended_threshold" in figures
+    # The queries play no part in choosing it: other queries, the same threshold.
+    other = files[1].parent / "other.csv"
+    other.write_text("query,expected_id\nrefund an item,refund\ntell me a joke,\n")
+    out2 = io.StringIO()
+    call_command(
+        "kb_evaluate", queries=str(other), threshold="auto", kb=str(files[0]), json=True, stdout=out2
+    )
+    assert json.loads(out2.getvalue())["auto_threshold"] == figures["auto_threshold"]
+
+
+@pytest.mark.django_db
+def test_kb_evaluate_rejects_a_threshold_that_is_neither_a_number_nor_auto(files: tuple[Path, Path]) -> None:
+    with pytest.raises(CommandError, match="'auto'"):
+        call_command("kb_evaluate", kb=str(files[0]), queries=str(files[1]), threshold="high")
+    with pytest.raises(CommandError, match=r"\[0, 1\]"):
+        call_command("kb_evaluate", kb=str(files[0]), queries=str(files[1]), threshold="1.5")
+
+
+@pytest.mark.django_db
 def test_kb_evaluate_explains_a_bad_file(tmp_path: Path, files: tuple[Path, Path]) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("id,question,answer\nx,,no question\n")
@@ -187,7 +220,8 @@ def test_kb_calibrate_sets_the_recommended_threshold(files: tuple[Path, Path]) -
     out = io.StringIO()
     call_command("kb_calibrate", f"--bot={bot.public_key}", queries=str(files[1]), stdout=out)
     bot.refresh_from_db()
-    recommended = float(out.getvalue().split("Recommended threshold for precision >= 0.95: ")[1].split()[0])
+    recommended = float(out.getvalue().split("(chosen on these queries): ")[1].split()[0])
     assert bot.answer_threshold == pytest.approx(recommended)
     assert bot.reference_threshold <= bot.answer_threshold
+    assert bot.threshold_source == Bot.ThresholdSource.LABELLED  # wins over the automatic thresholds
     assert "answer threshold 0.99 ->" in out.getvalue()

@@ -10,6 +10,7 @@ from django.test import Client
 
 from chatbot.models import Bot
 from knowledge import matching
+from knowledge.calibration_services import Thresholds
 from knowledge.models import Embedding, Entry
 from knowledge.services import entries_embed, entries_set_active, entry_upsert
 from tests.factories import make_bot
@@ -62,9 +63,8 @@ def shop() -> Bot:
         (None, "none"),
     ],
 )
-def test_the_decision_bands_follow_the_bot_thresholds(confidence: float | None, decision: str) -> None:
-    bot = Bot(name="b", answer_threshold=0.8, reference_threshold=0.4)
-    assert matching.decide(bot, confidence) == decision
+def test_the_decision_bands_follow_the_thresholds(confidence: float | None, decision: str) -> None:
+    assert matching.decide(Thresholds(0.8, 0.4, "pinned"), confidence) == decision
 
 
 def test_a_known_question_is_answered_and_an_unknown_one_is_not(shop: Bot) -> None:

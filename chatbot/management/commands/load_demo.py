@@ -18,8 +18,12 @@ DEMO_ORIGINS = ["http://127.0.0.1:8000", "http://localhost:8000"]
 class Command(BaseCommand):
     help = "Create (or refresh) the demo shop bot and its knowledge base. Safe to run again."
 
-    @transaction.atomic
     def handle(self, *args: Any, **options: Any) -> None:
+        bot = self._load()
+        self._calibrate(bot)
+
+    @transaction.atomic
+    def _load(self) -> Bot:
         bot = demo_bot()
         if bot is None:
             bot = Bot.objects.create(
@@ -49,4 +53,19 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Demo bot {bot.name!r} (public key {bot.public_key}): {embedded} phrasings embedded, "
             f"{created} entries created, {updated} refreshed."
+        )
+        return bot
+
+    def _calibrate(self, bot: Bot) -> None:
+        """Thresholds from the knowledge base itself, so the demo answers from the start."""
+        from knowledge.matching import calibrate_now  # loads the embedding model
+
+        row = calibrate_now(Bot.objects.get(pk=bot.pk))
+        if row.answer_threshold is None:
+            self.stdout.write(f"Calibrated: {row.get_status_display()} {row.message}")
+            return
+        self.stdout.write(
+            f"Calibrated in {row.seconds:.1f} s: answers at confidence >= {row.answer_threshold:.2f} "
+            f"(estimated precision {row.estimated.get('precision', 0):.2f}), "
+            f"references the LLM at >= {row.reference_threshold:.2f}."
         )

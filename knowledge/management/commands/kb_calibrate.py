@@ -7,7 +7,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from chatbot.models import Bot
-from knowledge.embeddings import get_encoder
+from knowledge.calibration_services import calibrated_read
+from knowledge.embeddings import get_encoder, model_name
 from knowledge.evaluation import evaluate, read_queries
 from knowledge.io import EntryRow, ImportFailed
 from knowledge.management.commands.kb_evaluate import format_report
@@ -34,7 +35,8 @@ def bot_rows(bot: Bot) -> list[EntryRow]:
 class Command(BaseCommand):
     help = (
         "Set a bot's answer threshold from data: the lowest confidence whose precision on the "
-        "labelled queries reaches the target. expected_id is an entry's import id (or its number)."
+        "labelled queries reaches the target. expected_id is an entry's import id (or its number). "
+        "The bot's thresholds are then 'labelled' and win over the automatic ones."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -47,12 +49,15 @@ class Command(BaseCommand):
         bot = bot_from_key(options["bot"])
         try:
             queries = read_queries(Path(options["queries"]).read_bytes())
+            stored = calibrated_read(bot.pk, model_name())
             figures = evaluate(
                 bot_rows(bot),
                 queries,
                 get_encoder(),
                 mode=settings.KB_MATCH_MODE,
                 target=options["target_precision"],
+                # The bot's own calibration, so the thresholds are on the scale it serves with.
+                calibrator=stored.calibrator if stored is not None else None,
             )
         except OSError as err:
             raise CommandError(f"can't read {options['queries']}: {err.strerror}") from None
@@ -67,9 +72,12 @@ class Command(BaseCommand):
             )
         old = (bot.answer_threshold, bot.reference_threshold)
         bot.answer_threshold = recommended
-        bot.reference_threshold = min(bot.reference_threshold, recommended)
+        bot.reference_threshold = min(
+            stored.reference_threshold if stored else bot.reference_threshold, recommended
+        )
+        bot.threshold_source = Bot.ThresholdSource.LABELLED  # wins over the automatic thresholds
         if not options["dry_run"]:
-            bot.save(update_fields=["answer_threshold", "reference_threshold"])
+            bot.save(update_fields=["answer_threshold", "reference_threshold", "threshold_source"])
         verb = "Would set" if options["dry_run"] else "Set"
         self.stdout.write(
             f"\n{verb} {bot.name!r}: answer threshold {old[0]:.2f} -> {bot.answer_threshold:.2f}, "

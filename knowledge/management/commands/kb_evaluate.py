@@ -19,6 +19,18 @@ def _read(path: str) -> bytes:
         raise CommandError(f"can't read {path}: {err.strerror}") from None
 
 
+def _threshold(value: str | None) -> float | str | None:
+    if value is None or value == "auto":
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        raise CommandError("--threshold must be a number in [0, 1] or 'auto'") from None
+    if not 0 <= number <= 1:
+        raise CommandError("--threshold must be in [0, 1]")
+    return number
+
+
 def format_report(figures: dict[str, Any]) -> str:
     def pct(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.3f}"
@@ -28,11 +40,17 @@ def format_report(figures: dict[str, Any]) -> str:
         f"Top-1 accuracy: {pct(figures['top1'])}   top-5: {pct(figures['top5'])}",
         f"At threshold {figures['threshold']:.2f}: precision {pct(figures['precision'])}, "
         f"coverage {pct(figures['coverage'])}, false-answer rate {pct(figures['false_answer_rate'])}",
-        f"Recommended threshold for precision >= {figures['target_precision']}: "
+        f"Recommended threshold for precision >= {figures['target_precision']} (chosen on these queries): "
         + (
             "none reaches it"
             if figures["recommended_threshold"] is None
             else f"{figures['recommended_threshold']:.2f}"
+        ),
+        "Automatic threshold (chosen from the knowledge base alone): "
+        + (
+            "none reaches the target"
+            if figures.get("auto_threshold") is None
+            else f"{figures['auto_threshold']:.2f}"
         ),
         "",
         "threshold  precision  coverage  false-answers  answered",
@@ -56,7 +74,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--kb", required=True, help="Knowledge base in the import format (CSV or JSON).")
         parser.add_argument("--queries", required=True, help="CSV with columns query,expected_id.")
-        parser.add_argument("--threshold", type=float, help="Report figures at this confidence threshold.")
+        parser.add_argument(
+            "--threshold",
+            help="Report figures at this confidence threshold, or 'auto': the one the product chooses "
+            "by itself for this knowledge base (the queries play no part in choosing it). "
+            "Default: the recommended threshold, chosen on the queries.",
+        )
         parser.add_argument("--target-precision", type=float, default=0.95)
         parser.add_argument("--mode", choices=["vector", "lexical", "blend"], default=None)
         parser.add_argument(
@@ -69,9 +92,7 @@ class Command(BaseCommand):
         target = options["target_precision"]
         if not 0 < target <= 1:
             raise CommandError("--target-precision must be in (0, 1]")
-        threshold = options["threshold"]
-        if threshold is not None and not 0 <= threshold <= 1:
-            raise CommandError("--threshold must be in [0, 1]")
+        threshold = _threshold(options["threshold"])
         kb_data = _read(options["kb"])
         try:
             rows = parse_kb(kb_data, fmt=detect_format(options["kb"], kb_data))
