@@ -17,9 +17,10 @@ from django.utils.safestring import SafeString
 
 from agents.charts import Marker, Series, line_chart_render
 from chatbot.models import Bot
-from knowledge import embeddings, matching
+from knowledge import matching
 from knowledge.calibration_services import Thresholds, calibrated_read, thresholds_for
 from knowledge.models import Calibration, Entry
+from knowledge.services import bot_embedding_model
 
 log = logging.getLogger(__name__)
 ESTIMATES = ("precision", "coverage", "false_answer_rate")
@@ -97,7 +98,7 @@ class Panel:
 
 
 def calibration_panel(bot: Bot) -> Panel:
-    model = embeddings.model_name()
+    model = bot_embedding_model(bot.pk)
     row = Calibration.objects.filter(bot=bot, model_name=model).first()
     thresholds = thresholds_for(bot, calibrated_read(bot.pk, model))
     ok = row is not None and row.status == Calibration.Status.OK

@@ -52,6 +52,15 @@ class Bot(models.Model):
         default="You are a friendly, concise customer-service assistant for this website.",
     )
 
+    embedding_model = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Sentence-embedding model for this bot's knowledge base: a model name "
+        "(all-MiniLM-L6-v2, multilingual-e5-small, universal-sentence-encoder-multilingual) or a local "
+        "model folder. Empty: EMBEDDING_MODEL, or EMBEDDING_MODEL_CJK when 10% or more of the questions "
+        "are in Chinese, Japanese or Korean.",
+    )
+
     class ThresholdSource(models.TextChoices):
         AUTO = "auto", "Automatic (calibrated from the knowledge base)"
         LABELLED = "labelled", "From labelled questions (kb_calibrate)"

@@ -26,7 +26,6 @@ Pure numpy over a ``Ranker``; the database side is ``knowledge.calibration_servi
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,21 +34,17 @@ from typing import Any
 
 import numpy as np
 
-from knowledge.confidence import MARGIN_CLIP, Calibrator, fit
-from knowledge.ranking import PHRASING_WEIGHT, Ranker
+from knowledge.confidence import FEATURES, MARGIN_CLIP, Calibrator, fit
+from knowledge.lexical import is_cjk
+from knowledge.ranking import ABSENT, PHRASING_WEIGHT, Ranker
 
 IN_SCOPE_SHARE = 0.5
+NOT_ANSWERED_SHARE = 0.5  # of the questions it should not answer: in-domain ones (left out)
 REFERENCE_RECALL = 0.9
 MIN_IN_SCOPE = 10  # in-scope queries needed before a fit means anything
 MIN_LEFT_OUT = 40  # below this many leave-one-out queries, the paraphrases fill in
-# Share of in-scope visitors assumed to type a stored phrasing nearly verbatim (a
-# suggestion clicked, a copied FAQ title); without them a near-exact match would be judged
-# only by what leave-one-out shows, where no phrasing has a twin.
-VERBATIM_SHARE = 0.1
-MAX_VERBATIM = 300
 MAX_QUERIES = 20_000  # leave-one-out queries beyond this are sampled (bounds the time)
 CHUNK = 512
-ABSENT = -4.0  # below any cosine or lexical score
 GRID = sorted({round(0.01 * i, 2) for i in range(1, 100)} | {round(0.99 + 0.001 * i, 3) for i in range(10)})
 CURVE_POINTS = [round(0.05 * i, 2) for i in range(1, 20)] + [0.99]
 OUT_OF_SCOPE_DIR = Path(__file__).resolve().parent / "data" / "out_of_scope"
@@ -83,13 +78,8 @@ def out_of_scope_questions() -> list[str]:
     return texts
 
 
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 PARAPHRASES_DIR = Path(__file__).resolve().parent / "data" / "paraphrases"
 LANGUAGE_SHARE = 0.1  # a script this common among the phrasings brings its reference texts
-
-
-def is_cjk(text: str) -> bool:
-    return len(_CJK.findall(text)) * 3 > len(text)
 
 
 def paraphrase_pairs() -> list[tuple[str, str]]:
@@ -158,11 +148,13 @@ class _Samples:
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if not self.features:
-            return np.zeros((0, 5), np.float32), np.zeros(0), np.zeros(0, bool)
+            return np.zeros((0, len(FEATURES)), np.float32), np.zeros(0), np.zeros(0, bool)
         return np.vstack(self.features), np.concatenate(self.labels), np.concatenate(self.top3)
 
 
-def _top_features(best: np.ndarray, whole: np.ndarray, lexical: np.ndarray, unknown: np.ndarray):
+def _top_features(
+    best: np.ndarray, whole: np.ndarray, lexical: np.ndarray, unknown: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Per row (query): the best entry, and its FEATURES row, as ``entry_features`` has it."""
     score = PHRASING_WEIGHT * best + (1 - PHRASING_WEIGHT) * whole
     order = np.argsort(-score, axis=1)[:, :3]
@@ -214,6 +206,9 @@ def leave_out(
         if lexical is not None:
             lexical[local, chunk] = 0.0
         best, whole, lexical_best = _parts(ranker, phrasing, centroid, lexical, unknowns[chunk])
+        if ranker.bilingual:  # each query against the entries in its own script, as live
+            other = ranker.entry_cjk[None, :] != ranker.entry_cjk[own][:, None]
+            best[other] = whole[other] = ABSENT
         keep = counts[own] > 1
         if keep.any():
             order, features = _top_features(
@@ -224,10 +219,11 @@ def leave_out(
             wrong = zip(own[keep][~right], order[~right, 0], chunk[keep][~right], strict=True)
             for source, guessed, row in wrong:
                 confused.setdefault((int(source), int(guessed)), []).append(int(row))
-        best[local, own] = whole[local, own] = -np.inf  # now without the whole entry
-        if best.shape[1] > 1:
-            _, features = _top_features(best, whole, lexical_best, unknowns[chunk])
-            not_answered.add(features, np.zeros(len(chunk)))
+        best[local, own] = whole[local, own] = ABSENT  # now without the whole entry
+        left = (best > ABSENT / 2).any(axis=1)  # some entry is left to be taken for it
+        if left.any():
+            _, features = _top_features(best[left], whole[left], lexical_best[left], unknowns[chunk][left])
+            not_answered.add(features, np.zeros(int(left.sum())))
     return in_scope, not_answered, confused
 
 
@@ -354,10 +350,8 @@ def _in_scope_groups(
     rows: np.ndarray,
     reference: Reference,
     unknown: Unknown,
-    encode: Encode | None,
-    seed: int,
 ) -> tuple[list[_Group], _Group, dict[tuple[int, int], list[int]]]:
-    """The in-scope groups (leave-one-out, paraphrases, verbatim) with their shares, the
+    """The in-scope groups (leave-one-out, paraphrases) with their shares, the
     leave-the-entry-out group and the confused pairs."""
     in_scope, not_answered, confused = leave_out(ranker, unknowns, rows)
     loo = _Group.of(in_scope, in_scope=True)
@@ -368,45 +362,11 @@ def _in_scope_groups(
     para = _Group.of(
         _paraphrase_samples(ranker, reference, unknown) if paraphrase_share > 0 else _Samples(), in_scope=True
     )
-    verbatim = _Group.of(_verbatim_samples(ranker, encode, unknown, seed), in_scope=True)
-    rest = 1 - (VERBATIM_SHARE if len(verbatim.features) else 0.0)
     if len(loo.features) and len(para.features):
-        loo.share, para.share = rest * (1 - paraphrase_share), rest * paraphrase_share
+        loo.share, para.share = 1 - paraphrase_share, paraphrase_share
     else:
-        loo.share = para.share = rest
-    verbatim.share = VERBATIM_SHARE
-    return [loo, para, verbatim], _Group.of(not_answered, in_scope=False), confused
-
-
-def _verbatim_samples(ranker: Ranker, encode: Encode | None, unknown: Unknown, seed: int) -> _Samples:
-    """Visitors who type a stored phrasing nearly as it is (case, punctuation): a sample of
-    phrasings made plain and asked against the whole knowledge base."""
-    samples = _Samples()
-    if encode is None:
-        return samples
-    starts = ranker.whitened.group_starts
-    plain = [(row, _plain(text)) for row, text in enumerate(ranker.sorted_texts)]
-    plain = [(row, text) for row, text in plain if text and text != ranker.sorted_texts[row]]
-    if not plain:
-        return samples
-    rng = np.random.default_rng(seed)
-    picked = [plain[i] for i in sorted(rng.choice(len(plain), min(MAX_VERBATIM, len(plain)), replace=False))]
-    texts = [text for _, text in picked]
-    features, ranked = _ranked_samples(ranker, encode(texts), texts, [unknown(t) for t in texts])
-    own = ranker.whitened.entries[np.searchsorted(starts, [row for row, _ in picked], side="right") - 1]
-    samples.add(
-        features,
-        np.array([r[0] == e for r, e in zip(ranked, own, strict=True)]),
-        np.array([e in r for r, e in zip(ranked, own, strict=True)]),
-    )
-    return samples
-
-
-_PUNCTUATION = re.compile(r"[\s?!.,;:'\"()\[\]？！。，；：、“”‘’（）]+")
-
-
-def _plain(text: str) -> str:
-    return _PUNCTUATION.sub(" ", text.lower()).strip()
+        loo.share = para.share = 1.0
+    return [loo, para], _Group.of(not_answered, in_scope=False), confused
 
 
 def calibrate(
@@ -414,15 +374,14 @@ def calibrate(
     *,
     unknown: Unknown,
     reference: Reference,
-    encode: Encode | None = None,
     target: float = 0.95,
     seed: int = 0,
 ) -> Calibration:
     """Fit ``ranker``'s confidence and choose its thresholds for ``target`` precision.
 
     ``unknown`` is the embedding model's share of a text it can't read; ``reference``
-    the shipped texts encoded by the same model (``Reference.encode``); ``encode`` the
-    model itself, for plain copies of the phrasings (none without it)."""
+    the shipped texts encoded by the same model (``Reference.encode``). (A question that
+    is a stored phrasing typed another way needs no calibration: ``Ranker`` answers it.)"""
     started = time.perf_counter()
     if ranker.entry_count < 2:
         raise CalibrationImpossible("at least two entries are needed")
@@ -432,8 +391,8 @@ def calibrate(
     rows = np.arange(total)
     if total > MAX_QUERIES:
         rows = np.sort(np.random.default_rng(seed).choice(total, MAX_QUERIES, replace=False))
-    positives, leo, confused = _in_scope_groups(ranker, unknowns, rows, reference, unknown, encode, seed)
-    loo, para, verbatim = positives
+    positives, leo, confused = _in_scope_groups(ranker, unknowns, rows, reference, unknown)
+    loo, para = positives
     if len(loo.features) + len(para.features) < MIN_IN_SCOPE or not (loo.right.any() or para.right.any()):
         raise CalibrationImpossible(
             f"{len(loo.features) + len(para.features)} in-scope samples: too few to calibrate; "
@@ -442,9 +401,10 @@ def calibrate(
     negatives = reference.negative_texts
     elsewhere_x, _ = _ranked_samples(ranker, reference.negatives, negatives, [unknown(t) for t in negatives])
     elsewhere = _Group(elsewhere_x, np.zeros(len(elsewhere_x), bool), np.zeros(len(elsewhere_x), bool), False)
+    leo.share, elsewhere.share = NOT_ANSWERED_SHARE, 1 - NOT_ANSWERED_SHARE
     out = [g for g in (leo, elsewhere) if len(g.features)]
-    for group in out:
-        group.share = 1 / len(out)
+    if len(out) == 1:
+        out[0].share = 1.0
     groups = [g for g in (*positives, *out) if len(g.features)]
     x = np.vstack([g.features for g in groups])
     right = np.concatenate([g.right for g in groups])
@@ -469,7 +429,6 @@ def calibrate(
             "in_scope_right": int(loo.right.sum()),
             "paraphrases": len(para.features),
             "paraphrases_right": int(para.right.sum()),
-            "verbatim": len(verbatim.features),
             "not_answered": len(leo.features),
             "elsewhere": len(elsewhere.features),
         },

@@ -22,12 +22,16 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 
-from knowledge import onnx_models
+from knowledge import multilingual_models, onnx_models
 from knowledge.api_encoder import ApiEncoder, get_api_encoder
+from knowledge.lexical import is_cjk
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# A knowledge base with this share of questions in Chinese, Japanese or Korean gets
+# EMBEDDING_MODEL_CJK: all-MiniLM-L6-v2 reads most of those characters as [UNK].
+CJK_SHARE = 0.1
 MAX_TOKENS = 128  # visitor questions are short; longer text is truncated
 # The int8 model (EMBEDDING_QUANTIZE) is used only if every check sentence's vector has
 # at least this cosine with sentence-transformers' (int8 cannot meet atol=1e-4). The
@@ -343,7 +347,7 @@ class QueryBatcher:
 
 
 _lock = threading.Lock()
-_encoders: dict[str, Encoder] = {}
+_encoders: dict[str, Encoder | multilingual_models.MultilingualEncoder] = {}
 _batchers: dict[str, QueryBatcher] = {}
 
 
@@ -358,7 +362,10 @@ def get_encoder(name: str | None = None) -> Encoder | ApiEncoder:
     name = name or settings.EMBEDDING_MODEL
     with _lock:
         if name not in _encoders:
-            _encoders[name] = Encoder(name)
+            if name in multilingual_models.NAMES:
+                _encoders[name] = multilingual_models.MultilingualEncoder(name)
+            else:
+                _encoders[name] = Encoder(name)
         return _encoders[name]
 
 
@@ -418,6 +425,8 @@ def model_fingerprint(name: str) -> str:
     """What identifies the model's vectors: its name, and for a local folder its files."""
     if settings.EMBEDDING_PROVIDER != "local" and name == model_name():
         return name
+    if name in multilingual_models.NAMES:
+        return multilingual_models.fingerprint(name)
     try:
         folder = Path(model_path(name))
     except FileNotFoundError:
@@ -428,6 +437,20 @@ def model_fingerprint(name: str) -> str:
         if p.is_file()
     )
     return "|".join([name, str(folder), *files])
+
+
+def model_for(configured: str, questions: Sequence[str]) -> str:
+    """The model for a knowledge base: ``configured`` (a bot's own setting) if set; else
+    EMBEDDING_MODEL_CJK when at least ``CJK_SHARE`` of its questions are written in Chinese,
+    Japanese or Korean, EMBEDDING_MODEL otherwise. A provider's API model serves every bot."""
+    if settings.EMBEDDING_PROVIDER != "local":
+        return model_name()
+    if configured:
+        return configured
+    cjk = sum(is_cjk(q) for q in questions)
+    if settings.EMBEDDING_MODEL_CJK and questions and cjk >= CJK_SHARE * len(questions):
+        return settings.EMBEDDING_MODEL_CJK
+    return settings.EMBEDDING_MODEL
 
 
 def model_name() -> str:

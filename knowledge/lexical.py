@@ -21,6 +21,20 @@ STOP_WORDS = frozenset(
 )
 
 
+_PUNCTUATION = re.compile(r"[^\w]+", re.UNICODE)
+
+
+def plain_text(text: str) -> str:
+    """Lower case, punctuation and runs of spaces as one space: "Where is my order?" and
+    "where is my order" are the same text typed two ways."""
+    return _PUNCTUATION.sub(" ", unicodedata.normalize("NFKC", text).lower()).strip()
+
+
+def is_cjk(text: str) -> bool:
+    """Written mostly in Chinese, Japanese or Korean (a third of its characters or more)."""
+    return sum(len(run) for run in _CJK.findall(text)) * 3 > len(text.strip())
+
+
 def tokenize(text: str) -> list[str]:
     text = unicodedata.normalize("NFKC", text).lower()
     tokens: list[str] = []

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import logging
 import re
 import threading
@@ -72,6 +73,9 @@ class Snapshot:
     entries: dict[int, tuple[str, str]]  # id -> (question, answer)
     stamp: int = 0  # Bot.calibration_stamp it was made with
     calibrated: Calibrated | None = None
+    configured: str = ""  # Bot.embedding_model it was built for
+    default: str = ""  # the process's default model then (tests change it)
+    bot_id: int = 0
 
 
 _snapshots: dict[int, Snapshot] = {}
@@ -93,19 +97,22 @@ def decide(thresholds: Thresholds, confidence: float | None) -> Decision:
     return "none"
 
 
-def _current_revision(bot_id: int) -> tuple[int, int]:
-    """The bot's knowledge-base revision and calibration stamp (one indexed read)."""
-    return Bot.objects.filter(pk=bot_id).values_list("kb_revision", "calibration_stamp").get()
+def _current_revision(bot_id: int) -> tuple[int, int, str]:
+    """The bot's knowledge-base revision, calibration stamp and model setting (one read)."""
+    return (
+        Bot.objects.filter(pk=bot_id).values_list("kb_revision", "calibration_stamp", "embedding_model").get()
+    )
 
 
-def _built(bot_id: int, revision: int, stamp: int) -> Snapshot | None:
-    """The bot's index if it was built at ``revision`` and ``stamp`` with the current model."""
+def _built(bot_id: int, revision: int, stamp: int, configured: str) -> Snapshot | None:
+    """The bot's index if it was built at ``revision`` and ``stamp`` for the model setting."""
     snapshot = _snapshots.get(bot_id)
     if (
         snapshot is not None
         and snapshot.revision == revision
         and snapshot.stamp == stamp
-        and snapshot.model == embeddings.model_name()
+        and snapshot.configured == configured
+        and snapshot.default == embeddings.model_name()
     ):
         return snapshot
     return None
@@ -114,37 +121,35 @@ def _built(bot_id: int, revision: int, stamp: int) -> Snapshot | None:
 def snapshot_for(bot_id: int) -> Snapshot:
     """The bot's ranker, rebuilt if its knowledge base changed since it was built, and
     given the newest calibration if only that changed."""
-    revision, stamp = _current_revision(bot_id)
-    snapshot = _built(bot_id, revision, stamp)
+    revision, stamp, configured = _current_revision(bot_id)
+    snapshot = _built(bot_id, revision, stamp, configured)
     if snapshot is not None:
         return snapshot
     with _locks_guard:
         lock = _build_locks.setdefault(bot_id, threading.Lock())
     with lock:  # one rebuild per bot at a time; the others wait and reuse it
-        snapshot = _built(bot_id, revision, stamp)
+        snapshot = _built(bot_id, revision, stamp, configured)
         if snapshot is None:
-            model = embeddings.model_name()
             old = _snapshots.get(bot_id)
-            if old is not None and old.revision == revision and old.model == model:
-                snapshot = _calibrated(old.ranker, old.entries, bot_id, revision, stamp, model)
+            if old is not None and _built(bot_id, revision, old.stamp, configured) is old:
+                snapshot = _calibrated(old, stamp)
             else:
-                snapshot = _build(bot_id, revision, stamp, model)
+                snapshot = _calibrated(_build(bot_id, revision, configured), stamp)
             _snapshots[bot_id] = snapshot
         return snapshot
 
 
-def _calibrated(
-    ranker: Ranker, entries: dict[int, tuple[str, str]], bot_id: int, revision: int, stamp: int, model: str
-) -> Snapshot:
-    """A snapshot of ``ranker`` with the bot's stored calibration; asks for a new one in the
-    background when none was made at this revision (the stored one serves meanwhile)."""
+def _calibrated(snapshot: Snapshot, stamp: int) -> Snapshot:
+    """``snapshot`` with the bot's stored calibration; asks for a new one in the background
+    when none was made at its revision (the stored one serves meanwhile)."""
+    bot_id, revision, model = snapshot.bot_id, snapshot.revision, snapshot.model
     calibrated = calibration_services.calibrated_read(bot_id, model)
-    ranker = copy.copy(ranker)  # shares the matrices; only the calibrator differs
+    ranker = copy.copy(snapshot.ranker)  # shares the matrices; only the calibrator differs
     ranker.calibrator = calibrated.calibrator if calibrated is not None else None
     if settings.KB_AUTO_CALIBRATE and calibration_services.calibration_needed(bot_id, model, revision):
         job = calibration_services.calibration_job(bot_id, revision, model, ranker)
         calibration_services.runner.schedule(bot_id, job)
-    return Snapshot(revision, model, ranker, entries, stamp, calibrated)
+    return dataclasses.replace(snapshot, ranker=ranker, stamp=stamp, calibrated=calibrated)
 
 
 def calibrate_soon(bot_id: int) -> None:
@@ -163,9 +168,10 @@ def calibrate_now(bot: Bot) -> Any:
     return row
 
 
-def _build(bot_id: int, revision: int, stamp: int, model: str) -> Snapshot:
+def _build(bot_id: int, revision: int, configured: str) -> Snapshot:
     entries = list(Entry.objects.filter(bot_id=bot_id, is_active=True).prefetch_related("alternatives"))
-    entries_embed(entries=entries)  # fills in any phrasing that has no vector yet
+    model = embeddings.model_for(configured, [e.question for e in entries])
+    entries_embed(entries=entries, model=model)  # fills in any phrasing that has no vector yet
     vectors = {
         (row["entry_id"], row["text_hash"]): row["vector"]
         for row in Embedding.objects.filter(entry__in=entries, model_name=model).values(
@@ -185,8 +191,14 @@ def _build(bot_id: int, revision: int, stamp: int, model: str) -> Snapshot:
     dim = rows[0].shape[0] if rows else embeddings.get_encoder(model).dim
     matrix = np.vstack(rows) if rows else np.zeros((0, dim), dtype=np.float32)
     ranker = Ranker(np.array(ids, dtype=np.int64), texts, matrix, mode=settings.KB_MATCH_MODE)
-    return _calibrated(
-        ranker, {e.pk: (e.question, e.answer) for e in entries}, bot_id, revision, stamp, model
+    return Snapshot(
+        revision,
+        model,
+        ranker,
+        {e.pk: (e.question, e.answer) for e in entries},
+        configured=configured,
+        default=embeddings.model_name(),
+        bot_id=bot_id,
     )
 
 
@@ -215,8 +227,11 @@ def match(bot: Bot, text: str, *, k: int = 5) -> MatchResult:
     text = normalise_query(text)
     if not text:
         return MatchResult("none", [], 0.0)
-    vector = embeddings.get_batcher().submit(text)  # encodes while the revision is read
+    guess = _likely_model(bot.pk)
+    vector = embeddings.get_batcher(guess).submit(text)  # encodes while the revision is read
     snapshot = snapshot_for(bot.pk)
+    if snapshot.model != guess:  # the knowledge base changed language, or its first search
+        vector = embeddings.get_batcher(snapshot.model).submit(text)
     try:
         query = vector.result()
     except Exception:
@@ -238,11 +253,17 @@ async def amatch(bot: Bot, text: str, *, k: int = 5, fresh_revision: bool = Fals
     text = normalise_query(text)
     if not text:
         return MatchResult("none", [], 0.0)
-    batcher = embeddings.loaded_batcher() or await asyncio.to_thread(embeddings.get_batcher)
-    vector = batcher.submit(text)  # encodes while the revision is checked
-    snapshot = _built(bot.pk, bot.kb_revision, bot.calibration_stamp) if fresh_revision else None
+    guess = _likely_model(bot.pk)
+    vector = (await _batcher(guess)).submit(text)  # encodes while the revision is checked
+    snapshot = (
+        _built(bot.pk, bot.kb_revision, bot.calibration_stamp, bot.embedding_model)
+        if fresh_revision
+        else None
+    )
     if snapshot is None:
         snapshot = await _snapshot_shared(bot.pk)
+    if snapshot.model != guess:  # the knowledge base changed language, or its first search
+        vector = (await _batcher(snapshot.model)).submit(text)
     # A cached query's vector is ready at once: taken directly, since wrapping a finished
     # future still wakes the event loop through its self-pipe (a system call per message).
     try:
@@ -254,6 +275,16 @@ async def amatch(bot: Bot, text: str, *, k: int = 5, fresh_revision: bool = Fals
         snapshot.ranker, query.vector, text, k, unknown=query.unknown
     )
     return _result(bot, snapshot, ranked, started)
+
+
+def _likely_model(bot_id: int) -> str:
+    """The model the bot's last index was built with (the default before its first)."""
+    snapshot = _snapshots.get(bot_id)
+    return snapshot.model if snapshot is not None else embeddings.model_name()
+
+
+async def _batcher(model: str) -> embeddings.QueryBatcher:
+    return embeddings.loaded_batcher(model) or await asyncio.to_thread(embeddings.get_batcher, model)
 
 
 _in_flight: dict[tuple[int, int], asyncio.Task[Snapshot]] = {}

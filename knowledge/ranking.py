@@ -33,7 +33,7 @@ import numpy as np
 
 from knowledge.confidence import Calibrator, entry_features
 from knowledge.index import PhrasingMatrix
-from knowledge.lexical import BM25
+from knowledge.lexical import BM25, is_cjk, plain_text
 
 Mode = Literal["vector", "lexical", "blend"]
 
@@ -48,6 +48,10 @@ PHRASING_WEIGHT = 0.6
 # Blend weight of the lexical score: this much always, plus the share of the query the
 # embedding model can't read. 0 measured best on English (bench/bench_kb_quality.py).
 LEXICAL_WEIGHT = 0.0
+ABSENT = -4.0  # the score of an entry left out of a ranking: below any cosine or lexical score
+# A question that is one of an entry's phrasings, typed with other case or punctuation (a
+# suggested question clicked, an FAQ title copied) is that entry: at least this confident.
+EXACT_CONFIDENCE = 0.99
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,9 @@ class Ranker:
     centroids: np.ndarray = field(init=False)  # one normalised row per entry, whitened space
     bm25: BM25 | None = field(init=False)
     sorted_texts: list[str] = field(init=False)
+    entry_cjk: np.ndarray = field(init=False)
+    bilingual: bool = field(init=False)
+    exact: dict[str, int] = field(init=False)  # plain text of a phrasing -> its entry (position)
     # Set by knowledge.calibration: confidences are then calibrated probabilities;
     # without one, the softmax share against a virtual "none" entry.
     calibrator: Calibrator | None = None
@@ -133,6 +140,18 @@ class Ranker:
         # Rows of the BM25 matrix follow the plain matrix's (entry-sorted) row order.
         order = np.argsort(self.entry_ids, kind="stable")
         self.sorted_texts = [self.texts[i] for i in order]  # in the matrices' row order
+        # An entry's script (mostly CJK or not). In a knowledge base written in both, a
+        # question is matched against the entries in its own script: a bilingual shop's
+        # twin entries ("Where is my order?" / "我的订单到哪了？") would otherwise compete.
+        row_cjk = np.array([is_cjk(t) for t in self.sorted_texts], dtype=np.float32)
+        starts = self.plain.group_starts
+        if len(row_cjk):
+            sizes = np.diff(np.append(starts, len(row_cjk)))
+            self.entry_cjk = np.add.reduceat(row_cjk, starts) * 2 > sizes
+        else:
+            self.entry_cjk = np.zeros(0, dtype=bool)
+        self.bilingual = bool(self.entry_cjk.any() and not self.entry_cjk.all())
+        self.exact = _exact_phrasings(self.plain.group_starts, self.sorted_texts)
         self.bm25 = BM25(self.sorted_texts) if self.mode != "vector" and self.texts else None
 
     @property
@@ -190,10 +209,19 @@ class Ranker:
         lexical = self._lexical(text)
         starts = self.whitened.group_starts
         best, whole = self.entry_parts(phrasing, centroid, lexical, weight)
+        other = self.other_script(text)
+        if other is not None:
+            best, whole = np.where(other, ABSENT, best), np.where(other, ABSENT, whole)
         entry_scores = PHRASING_WEIGHT * best + (1 - PHRASING_WEIGHT) * whole
+        exact = self.exact.get(plain_text(text))
+        if exact is not None and entry_scores[exact] > ABSENT / 2:
+            entry_scores[exact] = max(entry_scores[exact], float(entry_scores.max()) + 1e-6)
+        else:
+            exact = None
         k = min(k, len(entry_scores))
         top = np.argpartition(-entry_scores, k - 1)[:k] if k < len(entry_scores) else np.arange(k)
         top = top[np.argsort(-entry_scores[top], kind="stable")]
+        top = top[entry_scores[top] > ABSENT / 2]  # not the entries left out
         lexical_best = np.maximum.reduceat(lexical, starts)
         features = entry_features(best, whole, entry_scores, lexical_best, unknown)[top]
         if self.calibrator is not None:
@@ -201,6 +229,8 @@ class Ranker:
         else:
             null = (1 - weight) * NULL_SCORE + weight * LEXICAL_NULL_SCORE
             confidence = _confidence(entry_scores, null)[top]
+        if exact is not None:
+            confidence = np.where(top == exact, np.maximum(confidence, EXACT_CONFIDENCE), confidence)
         ends = np.append(starts[1:], len(phrasing))
         return [
             Ranked(
@@ -214,6 +244,10 @@ class Ranker:
             )
             for n, g in enumerate(top)
         ]
+
+    def other_script(self, text: str) -> np.ndarray | None:
+        """Entries to leave out for ``text`` (those in the other script), or None."""
+        return self.entry_cjk != is_cjk(text) if self.bilingual else None
 
     def lexical_weight(self, unknown: float) -> float:
         if self.mode != "blend":
@@ -241,6 +275,15 @@ class Ranker:
             return np.zeros(len(self.plain), dtype=np.float32)
         scores, total_idf = self.bm25.scores(text)
         return np.clip(scores / max(total_idf, 1e-6), 0.0, 1.0).astype(np.float32)
+
+
+def _exact_phrasings(starts: np.ndarray, sorted_texts: Sequence[str]) -> dict[str, int]:
+    """Plain text -> entry position, for texts that are a phrasing of exactly one entry."""
+    found: dict[str, set[int]] = {}
+    positions = np.searchsorted(starts, np.arange(len(sorted_texts)), side="right") - 1
+    for text, position in zip(sorted_texts, positions, strict=True):
+        found.setdefault(plain_text(text), set()).add(int(position))
+    return {text: next(iter(groups)) for text, groups in found.items() if text and len(groups) == 1}
 
 
 def _confidence(entry_scores: np.ndarray, null_score: float) -> np.ndarray:

@@ -67,6 +67,16 @@ def entries_set_active(*, entries: QuerySet[Entry], active: bool) -> int:
     return count
 
 
+def bot_embedding_model(bot_id: int) -> str:
+    """The model a bot's phrasings are embedded with: its own setting, else chosen by the
+    language of its entries' questions (``embeddings.model_for``)."""
+    from knowledge import embeddings
+
+    configured = Bot.objects.filter(pk=bot_id).values_list("embedding_model", flat=True).first() or ""
+    questions = Entry.objects.filter(bot_id=bot_id, is_active=True).values_list("question", flat=True)
+    return embeddings.model_for(configured, list(questions))
+
+
 def entries_embed(
     *,
     bot: Bot | None = None,
@@ -74,15 +84,16 @@ def entries_embed(
     force: bool = False,
     batch_size: int = 256,
     progress: Callable[[int, int], None] | None = None,
+    model: str | None = None,
 ) -> int:
-    """Store a vector for every phrasing that lacks one for the current model.
+    """Store a vector for every phrasing that lacks one for its bot's model (``model``, if
+    given, for all the entries).
 
     Vectors of phrasings that no longer exist, and of other models, are removed. With
     ``force`` every phrasing is encoded again. Returns the number of phrasings encoded.
     """
     from knowledge import embeddings
 
-    model = embeddings.model_name()
     if entries is None:
         if bot is None:
             raise ValueError("entries_embed needs a bot or entries")
@@ -90,35 +101,40 @@ def entries_embed(
     entries = list(
         Entry.objects.filter(pk__in=[e.pk for e in entries]).prefetch_related("alternatives", "embeddings")
     )
+    models = {bot_id: model or bot_embedding_model(bot_id) for bot_id in {e.bot_id for e in entries}}
     todo: list[tuple[Entry, str]] = []
     stale: list[int] = []
     for entry in entries:
         wanted = {Embedding.hash_text(text): text for text in entry.phrasings()}
         have = set()
         for row in entry.embeddings.all():
-            if force or row.model_name != model or row.text_hash not in wanted:
+            if force or row.model_name != models[entry.bot_id] or row.text_hash not in wanted:
                 stale.append(row.pk)
             else:
                 have.add(row.text_hash)
         todo.extend((entry, text) for digest, text in wanted.items() if digest not in have)
     Embedding.objects.filter(pk__in=stale).delete()
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start : start + batch_size]
-        vectors = embeddings.encode_documents([text for _, text in chunk])
-        Embedding.objects.bulk_create(
-            [
-                Embedding(
-                    entry=entry,
-                    text=text,
-                    text_hash=Embedding.hash_text(text),
-                    model_name=model,
-                    dim=len(vector),
-                    vector=vector.astype("<f4").tobytes(),
-                )
-                for (entry, text), vector in zip(chunk, vectors, strict=True)
-            ],
-            ignore_conflicts=True,
-        )
-        if progress:
-            progress(min(start + batch_size, len(todo)), len(todo))
+    done = 0
+    for name in set(models.values()):
+        work = [item for item in todo if models[item[0].bot_id] == name]
+        for start in range(0, len(work), batch_size):
+            chunk = work[start : start + batch_size]
+            vectors = embeddings.encode_documents([text for _, text in chunk], name)
+            Embedding.objects.bulk_create(
+                [
+                    Embedding(
+                        entry=entry,
+                        text=text,
+                        text_hash=Embedding.hash_text(text),
+                        model_name=name,
+                        dim=len(vector),
+                        vector=vector.astype("<f4").tobytes(),
+                    )
+                    for (entry, text), vector in zip(chunk, vectors, strict=True)
+                ],
+                ignore_conflicts=True,
+            )
+            done += len(chunk)
+            if progress:
+                progress(done, len(todo))
     return len(todo)

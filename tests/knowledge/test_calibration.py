@@ -109,7 +109,6 @@ def test_calibrate_gives_in_scope_questions_high_confidence_and_unrelated_ones_l
         "in_scope_right": 24,
         "paraphrases": 0,  # the reference has none to fill in with
         "paraphrases_right": 0,
-        "verbatim": 0,  # no encoder given
         "not_answered": 24,
         "elsewhere": 20,
     }
@@ -217,17 +216,19 @@ def test_a_calibrator_stored_for_other_features_is_not_used() -> None:
     assert Calibrator.from_dict({}) is None
 
 
-def test_plain_copies_of_the_phrasings_stand_for_visitors_who_type_them_verbatim() -> None:
+def test_a_phrasing_typed_another_way_is_its_entry_whatever_the_calibration_says() -> None:
     ranker = bigger_ranker()
-    asked: list[str] = []
+    result = calibrate(ranker, unknown=no_unknown, reference=far_reference())
+    ranker.calibrator = result.calibrator
+    # A query vector far from everything, but its text is entry 4's phrasing in other case.
+    exact = ranker.rank(unit(0, 0, 0, 0, 0, 0, 1), "ENTRY 4 PHRASING 2!", 3)
+    assert exact[0].entry_id == 4 and exact[0].confidence >= 0.99
+    assert ranker.rank(unit(0, 0, 0, 0, 0, 0, 1), "entry 4 phrasing", 3)[0].confidence < 0.5
 
-    def encode(texts: list[str]) -> np.ndarray:
-        asked.extend(texts)  # each along its entry's axis, as the ranker's own phrasings
-        return np.stack([unit(*([0] * int(t.split()[1]) + [1])) for t in texts])
 
-    # Capitals and punctuation, as companies write them; plain copies differ from them.
-    ranker.texts[:] = [t.replace("entry", "Entry") + "?" for t in ranker.texts]
-    ranker.sorted_texts[:] = [t.replace("entry", "Entry") + "?" for t in ranker.sorted_texts]
-    result = calibrate(ranker, unknown=no_unknown, reference=far_reference(), encode=encode)
-    assert result.counts["verbatim"] == 24
-    assert all(text == text.lower() and "?" not in text for text in asked)
+def test_a_text_shared_by_two_entries_is_no_exact_match() -> None:
+    vectors = np.stack([unit(1), unit(1, 0.2), unit(0, 1), unit(0.2, 1)])
+    ranker = Ranker(
+        np.array([0, 0, 1, 1]), ["refund", "money back", "refund", "cancel"], vectors, mode="vector"
+    )
+    assert "refund" not in ranker.exact and ranker.exact["money back"] == 0

@@ -12,7 +12,7 @@ from chatbot.models import Bot
 from knowledge import matching
 from knowledge.calibration_services import Thresholds
 from knowledge.models import Embedding, Entry
-from knowledge.services import entries_embed, entries_set_active, entry_upsert
+from knowledge.services import bot_embedding_model, entries_embed, entries_set_active, entry_upsert
 from tests.factories import make_bot
 
 pytestmark = pytest.mark.django_db
@@ -136,8 +136,10 @@ def test_a_new_embedding_model_name_means_new_vectors(shop: Bot, settings) -> No
     entries_embed(entries=[entry])
     Embedding.objects.filter(entry=entry).update(model_name="old-model")
     assert entries_embed(entries=[entry]) == 2
+    # The shop has Chinese entries: its model is the CJK one.
+    assert bot_embedding_model(shop.pk) == settings.EMBEDDING_MODEL_CJK
     assert set(Embedding.objects.filter(entry=entry).values_list("model_name", flat=True)) == {
-        settings.EMBEDDING_MODEL
+        settings.EMBEDDING_MODEL_CJK
     }
 
 

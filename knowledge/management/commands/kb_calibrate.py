@@ -8,12 +8,13 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from chatbot.models import Bot
 from knowledge.calibration_services import calibrated_read
-from knowledge.embeddings import get_encoder, model_name
+from knowledge.embeddings import get_encoder
 from knowledge.evaluation import evaluate, read_queries
 from knowledge.io import EntryRow, ImportFailed
 from knowledge.management.commands.kb_evaluate import format_report
 from knowledge.management.commands.kb_import import bot_from_key
 from knowledge.models import Entry
+from knowledge.services import bot_embedding_model
 
 
 def bot_rows(bot: Bot) -> list[EntryRow]:
@@ -49,11 +50,12 @@ class Command(BaseCommand):
         bot = bot_from_key(options["bot"])
         try:
             queries = read_queries(Path(options["queries"]).read_bytes())
-            stored = calibrated_read(bot.pk, model_name())
+            model = bot_embedding_model(bot.pk)
+            stored = calibrated_read(bot.pk, model)
             figures = evaluate(
                 bot_rows(bot),
                 queries,
-                get_encoder(),
+                get_encoder(model),
                 mode=settings.KB_MATCH_MODE,
                 target=options["target_precision"],
                 # The bot's own calibration, so the thresholds are on the scale it serves with.
