@@ -34,16 +34,16 @@ from typing import Any
 
 import numpy as np
 
-from knowledge.confidence import FEATURES, MARGIN_CLIP, Calibrator, fit
+from knowledge.confidence import FEATURES, MARGIN_CLIP, Calibrator, fit, log_odds
 from knowledge.lexical import is_cjk
-from knowledge.ranking import ABSENT, PHRASING_WEIGHT, Ranker
+from knowledge.ranking import ABSENT, PHRASING_WEIGHT, Ranker, null_score, softmax_share
 
 IN_SCOPE_SHARE = 0.5
 NOT_ANSWERED_SHARE = 0.5  # of the questions it should not answer: in-domain ones (left out)
 REFERENCE_RECALL = 0.9
 MIN_IN_SCOPE = 10  # in-scope queries needed before a fit means anything
 MIN_LEFT_OUT = 40  # below this many leave-one-out queries, the paraphrases fill in
-MAX_QUERIES = 20_000  # leave-one-out queries beyond this are sampled (bounds the time)
+MAX_QUERIES = 10_000  # leave-one-out queries beyond this are sampled (bounds the time)
 CHUNK = 512
 GRID = sorted({round(0.01 * i, 2) for i in range(1, 100)} | {round(0.99 + 0.001 * i, 3) for i in range(10)})
 CURVE_POINTS = [round(0.05 * i, 2) for i in range(1, 20)] + [0.99]
@@ -153,10 +153,11 @@ class _Samples:
 
 
 def _top_features(
-    best: np.ndarray, whole: np.ndarray, lexical: np.ndarray, unknown: np.ndarray
+    best: np.ndarray, whole: np.ndarray, lexical: np.ndarray, unknown: np.ndarray, null: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per row (query): the best entry, and its FEATURES row, as ``entry_features`` has it."""
     score = PHRASING_WEIGHT * best + (1 - PHRASING_WEIGHT) * whole
+    share = softmax_share(score, null)
     order = np.argsort(-score, axis=1)[:, :3]
     rows = np.arange(len(score))
     top, second = order[:, 0], order[:, 1] if score.shape[1] > 1 else order[:, 0]
@@ -168,6 +169,7 @@ def _top_features(
             np.clip(margin, -MARGIN_CLIP, MARGIN_CLIP),
             lexical[rows, top],
             unknown,
+            log_odds(share[rows, top]),
         ]
     ).astype(np.float32)
     return order, features
@@ -206,13 +208,14 @@ def leave_out(
         if lexical is not None:
             lexical[local, chunk] = 0.0
         best, whole, lexical_best = _parts(ranker, phrasing, centroid, lexical, unknowns[chunk])
+        nulls = null_score(np.array([ranker.lexical_weight(u) for u in unknowns[chunk]]))
         if ranker.bilingual:  # each query against the entries in its own script, as live
             other = ranker.entry_cjk[None, :] != ranker.entry_cjk[own][:, None]
             best[other] = whole[other] = ABSENT
         keep = counts[own] > 1
         if keep.any():
             order, features = _top_features(
-                best[keep], whole[keep], lexical_best[keep], unknowns[chunk][keep]
+                best[keep], whole[keep], lexical_best[keep], unknowns[chunk][keep], nulls[keep]
             )
             right = order[:, 0] == own[keep]
             in_scope.add(features, right, (order == own[keep][:, None]).any(axis=1))
@@ -222,7 +225,9 @@ def leave_out(
         best[local, own] = whole[local, own] = ABSENT  # now without the whole entry
         left = (best > ABSENT / 2).any(axis=1)  # some entry is left to be taken for it
         if left.any():
-            _, features = _top_features(best[left], whole[left], lexical_best[left], unknowns[chunk][left])
+            _, features = _top_features(
+                best[left], whole[left], lexical_best[left], unknowns[chunk][left], nulls[left]
+            )
             not_answered.add(features, np.zeros(int(left.sum())))
     return in_scope, not_answered, confused
 

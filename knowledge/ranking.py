@@ -223,12 +223,10 @@ class Ranker:
         top = top[np.argsort(-entry_scores[top], kind="stable")]
         top = top[entry_scores[top] > ABSENT / 2]  # not the entries left out
         lexical_best = np.maximum.reduceat(lexical, starts)
-        features = entry_features(best, whole, entry_scores, lexical_best, unknown)[top]
-        if self.calibrator is not None:
-            confidence = self.calibrator.probability(features)
-        else:
-            null = (1 - weight) * NULL_SCORE + weight * LEXICAL_NULL_SCORE
-            confidence = _confidence(entry_scores, null)[top]
+        share = softmax_share(entry_scores, null_score(weight))
+        features = entry_features(best, whole, entry_scores, lexical_best, unknown, share)[top]
+        calibrated = self.calibrator is not None
+        confidence = self.calibrator.probability(features) if calibrated else share[top]
         if exact is not None:
             confidence = np.where(top == exact, np.maximum(confidence, EXACT_CONFIDENCE), confidence)
         ends = np.append(starts[1:], len(phrasing))
@@ -286,8 +284,15 @@ def _exact_phrasings(starts: np.ndarray, sorted_texts: Sequence[str]) -> dict[st
     return {text: next(iter(groups)) for text, groups in found.items() if text and len(groups) == 1}
 
 
-def _confidence(entry_scores: np.ndarray, null_score: float) -> np.ndarray:
-    top = max(float(entry_scores.max()), null_score)
+def null_score(lexical_weight: float | np.ndarray) -> float | np.ndarray:
+    """The virtual "none of these" entry's score, blended as the scores are."""
+    return (1 - lexical_weight) * NULL_SCORE + lexical_weight * LEXICAL_NULL_SCORE
+
+
+def softmax_share(entry_scores: np.ndarray, null: float | np.ndarray) -> np.ndarray:
+    """Each entry's share of a softmax over the entries (last axis) and a "none" entry."""
+    null = np.asarray(null, dtype=np.float64)[..., None] if np.ndim(null) else np.float64(null)
+    top = np.maximum(entry_scores.max(axis=-1, keepdims=True), null)
     weights = np.exp((entry_scores - top) / TEMPERATURE)
-    null = np.exp((null_score - top) / TEMPERATURE)
-    return weights / (weights.sum() + null)
+    rest = np.exp((null - top) / TEMPERATURE)
+    return weights / (weights.sum(axis=-1, keepdims=True) + rest)

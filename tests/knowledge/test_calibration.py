@@ -210,7 +210,7 @@ def test_the_fit_orders_confidence_by_the_signals_and_round_trips() -> None:
 
 
 def test_a_calibrator_stored_for_other_features_is_not_used() -> None:
-    stored = fit(np.eye(len(FEATURES)), np.array([1, 0, 1, 0, 1])).as_dict()
+    stored = fit(np.eye(len(FEATURES)), np.arange(len(FEATURES)) % 2).as_dict()
     stored["features"] = ["best", "margin"]
     assert Calibrator.from_dict(stored) is None
     assert Calibrator.from_dict({}) is None
