@@ -341,6 +341,6 @@ def test_trying_a_question_says_when_it_matched_on_words_only(
             failed.set_exception(RuntimeError("model gone"))
             return failed
 
-    monkeypatch.setattr(embeddings, "get_batcher", Broken)
+    monkeypatch.setattr(embeddings, "get_batcher", lambda name=None: Broken())
     page = change_page(admin_client, shop, **{"try": "Where is my parcel?"})
     assert "Matched on words only" in page
