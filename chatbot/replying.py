@@ -32,6 +32,7 @@ from chatbot.llm import ChatResult, Delta, LLMError, complete, is_configured, st
 from chatbot.models import Bot, Conversation, Message
 from chatbot.prompting import Turn, build_prompt, context_budget, split_for_summary, summary_request
 from chatbot.services import visitor_messages_add
+from knowledge.lexical import is_cjk
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ MAX_REFERENCES = 3
 CONTEXT_ROLES = (Message.Role.VISITOR, Message.Role.BOT, Message.Role.AGENT)
 DEFAULT_FALLBACK = "Sorry, I can't answer that right now. Would you like to talk to a person?"
 NO_LLM = "no LLM is configured"  # ReplyEnd.error of a fallback sent because there is no LLM at all
+SUGGESTED = "no LLM is configured: a knowledge-base entry suggested"  # ReplyEnd.error of a suggestion
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +150,8 @@ async def _reply(ctx: _Context, text: str) -> AsyncIterator[ReplyEvent]:
         )
         references = [c for c in candidates if c.score >= threshold][:MAX_REFERENCES] or candidates[:1]
     if not is_configured(ctx.bot):
-        async for event in _fallback(ctx, NO_LLM):
+        suggestion = _suggest(ctx, text, references[0]) if references else _fallback(ctx, NO_LLM)
+        async for event in suggestion:
             yield event
         return
     async with aclosing(_llm_reply(ctx, text, references)) as events:
@@ -263,6 +266,35 @@ async def _partial_store(
         err.partial,
         str(err),
         entry_id=entry_id,
+    )
+
+
+# Without an LLM, a plausibly right entry (the reference band) is offered as it is, said
+# to be a suggestion; the conversation is flagged for a person to check.
+SUGGESTION_INTRO = {False: "This may help:", True: "以下内容可能对您有帮助："}
+
+
+async def _suggest(ctx: _Context, question: str, best: Any) -> AsyncIterator[ReplyEvent]:
+    text = f"{SUGGESTION_INTRO[is_cjk(question)]}\n\n{best.question}\n{best.answer}"
+    message_id = await _reply_store(
+        ctx.conversation_id,
+        reply_id=ctx.reply_id,
+        text=text,
+        source=Message.Source.KNOWLEDGE,
+        matched_entry_id=best.entry_id,
+        score=best.score,
+        needs_followup=True,
+        elapsed_ms=ctx.elapsed_ms(),
+    )
+    yield ReplyDelta(text, source=Message.Source.KNOWLEDGE)
+    yield ReplyEnd(
+        message_id,
+        text,
+        Message.Source.KNOWLEDGE,
+        Message.Status.COMPLETE,
+        best.score,
+        entry_id=best.entry_id,
+        error=SUGGESTED,
     )
 
 

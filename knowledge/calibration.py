@@ -34,15 +34,19 @@ from typing import Any
 
 import numpy as np
 
-from knowledge.confidence import FEATURES, MARGIN_CLIP, Calibrator, fit, log_odds
-from knowledge.lexical import is_cjk
-from knowledge.ranking import ABSENT, PHRASING_WEIGHT, Ranker, null_score, softmax_share
+from knowledge.confidence import FEATURES, MARGIN_CLIP, Calibrator, fit
+from knowledge.lexical import is_cjk, plain_text
+from knowledge.ranking import ABSENT, PHRASING_WEIGHT, Ranker
 
 IN_SCOPE_SHARE = 0.5
 NOT_ANSWERED_SHARE = 0.5  # of the questions it should not answer: in-domain ones (left out)
 REFERENCE_RECALL = 0.9
 MIN_IN_SCOPE = 10  # in-scope queries needed before a fit means anything
 MIN_LEFT_OUT = 40  # below this many leave-one-out queries, the paraphrases fill in
+# Share of in-scope visitors assumed to type nearly a stored phrasing (a word short, in
+# other case): leave-one-out has no such question, where no phrasing has a twin.
+VERBATIM_SHARE = 0.1
+MAX_VERBATIM = 100  # near-copies encoded (about 3 s with multilingual-e5-small here)
 MAX_QUERIES = 10_000  # leave-one-out queries beyond this are sampled (bounds the time)
 CHUNK = 512
 GRID = sorted({round(0.01 * i, 2) for i in range(1, 100)} | {round(0.99 + 0.001 * i, 3) for i in range(10)})
@@ -153,11 +157,10 @@ class _Samples:
 
 
 def _top_features(
-    best: np.ndarray, whole: np.ndarray, lexical: np.ndarray, unknown: np.ndarray, null: np.ndarray
+    best: np.ndarray, whole: np.ndarray, lexical: np.ndarray, unknown: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per row (query): the best entry, and its FEATURES row, as ``entry_features`` has it."""
     score = PHRASING_WEIGHT * best + (1 - PHRASING_WEIGHT) * whole
-    share = softmax_share(score, null)
     order = np.argsort(-score, axis=1)[:, :3]
     rows = np.arange(len(score))
     top, second = order[:, 0], order[:, 1] if score.shape[1] > 1 else order[:, 0]
@@ -169,7 +172,6 @@ def _top_features(
             np.clip(margin, -MARGIN_CLIP, MARGIN_CLIP),
             lexical[rows, top],
             unknown,
-            log_odds(share[rows, top]),
         ]
     ).astype(np.float32)
     return order, features
@@ -208,14 +210,13 @@ def leave_out(
         if lexical is not None:
             lexical[local, chunk] = 0.0
         best, whole, lexical_best = _parts(ranker, phrasing, centroid, lexical, unknowns[chunk])
-        nulls = null_score(np.array([ranker.lexical_weight(u) for u in unknowns[chunk]]))
         if ranker.bilingual:  # each query against the entries in its own script, as live
             other = ranker.entry_cjk[None, :] != ranker.entry_cjk[own][:, None]
             best[other] = whole[other] = ABSENT
         keep = counts[own] > 1
         if keep.any():
             order, features = _top_features(
-                best[keep], whole[keep], lexical_best[keep], unknowns[chunk][keep], nulls[keep]
+                best[keep], whole[keep], lexical_best[keep], unknowns[chunk][keep]
             )
             right = order[:, 0] == own[keep]
             in_scope.add(features, right, (order == own[keep][:, None]).any(axis=1))
@@ -225,9 +226,7 @@ def leave_out(
         best[local, own] = whole[local, own] = ABSENT  # now without the whole entry
         left = (best > ABSENT / 2).any(axis=1)  # some entry is left to be taken for it
         if left.any():
-            _, features = _top_features(
-                best[left], whole[left], lexical_best[left], unknowns[chunk][left], nulls[left]
-            )
+            _, features = _top_features(best[left], whole[left], lexical_best[left], unknowns[chunk][left])
             not_answered.add(features, np.zeros(int(left.sum())))
     return in_scope, not_answered, confused
 
@@ -355,9 +354,11 @@ def _in_scope_groups(
     rows: np.ndarray,
     reference: Reference,
     unknown: Unknown,
+    encode: Encode | None,
+    seed: int,
 ) -> tuple[list[_Group], _Group, dict[tuple[int, int], list[int]]]:
-    """The in-scope groups (leave-one-out, paraphrases) with their shares, the
-    leave-the-entry-out group and the confused pairs."""
+    """The in-scope groups (leave-one-out, paraphrases, near-verbatim) with their shares,
+    the leave-the-entry-out group and the confused pairs."""
     in_scope, not_answered, confused = leave_out(ranker, unknowns, rows)
     loo = _Group.of(in_scope, in_scope=True)
     counts = np.diff(np.append(ranker.whitened.group_starts, len(ranker.whitened)))
@@ -367,11 +368,49 @@ def _in_scope_groups(
     para = _Group.of(
         _paraphrase_samples(ranker, reference, unknown) if paraphrase_share > 0 else _Samples(), in_scope=True
     )
+    verbatim = _Group.of(_verbatim_samples(ranker, encode, unknown, seed), in_scope=True)
+    rest = 1 - (VERBATIM_SHARE if len(verbatim.features) else 0.0)
     if len(loo.features) and len(para.features):
-        loo.share, para.share = 1 - paraphrase_share, paraphrase_share
+        loo.share, para.share = rest * (1 - paraphrase_share), rest * paraphrase_share
     else:
-        loo.share = para.share = 1.0
-    return [loo, para], _Group.of(not_answered, in_scope=False), confused
+        loo.share = para.share = rest
+    verbatim.share = VERBATIM_SHARE
+    return [loo, para, verbatim], _Group.of(not_answered, in_scope=False), confused
+
+
+def _verbatim_samples(ranker: Ranker, encode: Encode | None, unknown: Unknown, seed: int) -> _Samples:
+    """Visitors who type nearly a stored phrasing: a sample of phrasings with their last
+    word (or, in Chinese, last character) dropped and made plain, asked against the whole
+    knowledge base."""
+    samples = _Samples()
+    if encode is None:
+        return samples
+    starts = ranker.whitened.group_starts
+    shortened = [(row, _shortened(text)) for row, text in enumerate(ranker.sorted_texts)]
+    shortened = [(row, text) for row, text in shortened if text]
+    if not shortened:
+        return samples
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(shortened), min(MAX_VERBATIM, len(shortened)), replace=False))
+    picked = [shortened[i] for i in chosen]
+    texts = [text for _, text in picked]
+    features, ranked = _ranked_samples(ranker, encode(texts), texts, [unknown(t) for t in texts])
+    own = ranker.whitened.entries[np.searchsorted(starts, [row for row, _ in picked], side="right") - 1]
+    samples.add(
+        features,
+        np.array([r[0] == e for r, e in zip(ranked, own, strict=True)]),
+        np.array([e in r for r, e in zip(ranked, own, strict=True)]),
+    )
+    return samples
+
+
+def _shortened(text: str) -> str:
+    """The phrasing made plain, without its last word (a near-copy, not an exact match)."""
+    plain = plain_text(text)
+    if is_cjk(plain):
+        return plain[:-1] if len(plain) > 3 else ""
+    words = plain.split()
+    return " ".join(words[:-1]) if len(words) > 2 else ""
 
 
 def calibrate(
@@ -379,14 +418,16 @@ def calibrate(
     *,
     unknown: Unknown,
     reference: Reference,
+    encode: Encode | None = None,
     target: float = 0.95,
     seed: int = 0,
 ) -> Calibration:
     """Fit ``ranker``'s confidence and choose its thresholds for ``target`` precision.
 
     ``unknown`` is the embedding model's share of a text it can't read; ``reference``
-    the shipped texts encoded by the same model (``Reference.encode``). (A question that
-    is a stored phrasing typed another way needs no calibration: ``Ranker`` answers it.)"""
+    the shipped texts encoded by the same model (``Reference.encode``); ``encode`` the
+    model itself, for near-copies of the phrasings (none without it). (A question that is
+    a stored phrasing typed another way needs no calibration: ``Ranker`` answers it.)"""
     started = time.perf_counter()
     if ranker.entry_count < 2:
         raise CalibrationImpossible("at least two entries are needed")
@@ -396,8 +437,8 @@ def calibrate(
     rows = np.arange(total)
     if total > MAX_QUERIES:
         rows = np.sort(np.random.default_rng(seed).choice(total, MAX_QUERIES, replace=False))
-    positives, leo, confused = _in_scope_groups(ranker, unknowns, rows, reference, unknown)
-    loo, para = positives
+    positives, leo, confused = _in_scope_groups(ranker, unknowns, rows, reference, unknown, encode, seed)
+    loo, para, verbatim = positives
     if len(loo.features) + len(para.features) < MIN_IN_SCOPE or not (loo.right.any() or para.right.any()):
         raise CalibrationImpossible(
             f"{len(loo.features) + len(para.features)} in-scope samples: too few to calibrate; "
@@ -434,6 +475,7 @@ def calibrate(
             "in_scope_right": int(loo.right.sum()),
             "paraphrases": len(para.features),
             "paraphrases_right": int(para.right.sum()),
+            "verbatim": len(verbatim.features),
             "not_answered": len(leo.features),
             "elsewhere": len(elsewhere.features),
         },

@@ -128,6 +128,7 @@ def bot_calibrate(*, bot_id: int, revision: int, model: str, ranker: Ranker) -> 
             ranker,
             unknown=encoder.unknown_fraction,
             reference=reference_for(model),
+            encode=lambda texts: embeddings.encode_documents(texts, model),
             target=bot.target_precision,
         )
     except calibration.CalibrationImpossible as err:

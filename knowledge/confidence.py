@@ -23,23 +23,15 @@ import numpy as np
 # - whole: the cosine to the entry's centroid (agreement of its phrasings);
 # - margin: the entry's score minus the best other entry's (negative below the top);
 # - lexical: the share of the query's words found in the entry's best phrasing (BM25);
-# - unknown: the share of the query the embedding model can't read;
-# - crowding: the log-odds of the entry's share of a softmax over all entries and a
-#   virtual "none of these" (knowledge.ranking): low when several entries, or none, are
-#   about as close as this one, which the margin to the second alone does not see.
-FEATURES = ("best", "whole", "margin", "lexical", "unknown", "crowding")
+# - unknown: the share of the query the embedding model can't read.
+FEATURES = ("best", "whole", "margin", "lexical", "unknown")
 MARGIN_CLIP = 0.3
 RIDGE = 1e-2  # L2 penalty on standardised coefficients: keeps a small fit from overreaching
 NEWTON_STEPS = 50
 
 
 def entry_features(
-    best: np.ndarray,
-    whole: np.ndarray,
-    score: np.ndarray,
-    lexical: np.ndarray,
-    unknown: float,
-    share: np.ndarray,
+    best: np.ndarray, whole: np.ndarray, score: np.ndarray, lexical: np.ndarray, unknown: float
 ) -> np.ndarray:
     """One row of ``FEATURES`` per entry of one query (all arrays indexed by entry)."""
     n = len(score)
@@ -50,14 +42,9 @@ def entry_features(
     else:
         other_best = np.zeros(n, dtype=np.float32)
     margin = np.clip(score - other_best, -MARGIN_CLIP, MARGIN_CLIP)
-    return np.column_stack(
-        [best, whole, margin, lexical, np.full(n, unknown, dtype=np.float32), log_odds(share)]
-    ).astype(np.float32)
-
-
-def log_odds(share: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(share, dtype=np.float64), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
+    return np.column_stack([best, whole, margin, lexical, np.full(n, unknown, dtype=np.float32)]).astype(
+        np.float32
+    )
 
 
 @dataclass(frozen=True)

@@ -227,6 +227,7 @@ def evaluate(
                 ranker,
                 unknown=encoder.unknown_fraction,
                 reference=reference,
+                encode=encoder.encode,
                 target=target,
             )
         except CalibrationImpossible as err:

@@ -224,7 +224,7 @@ class Ranker:
         top = top[entry_scores[top] > ABSENT / 2]  # not the entries left out
         lexical_best = np.maximum.reduceat(lexical, starts)
         share = softmax_share(entry_scores, null_score(weight))
-        features = entry_features(best, whole, entry_scores, lexical_best, unknown, share)[top]
+        features = entry_features(best, whole, entry_scores, lexical_best, unknown)[top]
         calibrated = self.calibrator is not None
         confidence = self.calibrator.probability(features) if calibrated else share[top]
         if exact is not None:

@@ -82,7 +82,9 @@ def store_calibration(bot: Bot, **fields: Any) -> Calibration:
         "counts": {
             "in_scope": 16,
             "in_scope_right": 14,
-            "perturbed": 0,
+            "paraphrases": 12,
+            "paraphrases_right": 9,
+            "verbatim": 5,
             "not_answered": 16,
             "elsewhere": 120,
         },
@@ -114,6 +116,8 @@ def test_it_shows_the_thresholds_in_force_the_run_and_the_estimates(admin_client
     counts = " ".join(re.search(r'id="calibration-counts">(.*?)</p>', page, re.S).group(1).split())
     assert "16 phrasings were asked" in counts
     assert "14 ranked their own entry first" in counts
+    assert "12 shipped paraphrases stood in for entries with a single phrasing (9 ranked right)" in counts
+    assert "5 phrasings were asked a word short" in counts
     estimated = " ".join(re.search(r'id="calibration-estimated">(.*?)</p>', page, re.S).group(1).split())
     assert "precision <strong>95.3%</strong>, coverage <strong>71.2%</strong>" in estimated
     assert 'action="' + reverse("admin:chatbot_bot_recalibrate", args=[shop.pk]) + '"' in page

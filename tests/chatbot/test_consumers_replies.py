@@ -147,6 +147,25 @@ async def test_an_llm_reply_with_references_reports_the_best_entry(
     assert "EU and UK." in fake.requests[-1].body["messages"][0]["content"]
 
 
+async def test_without_an_llm_a_plausible_entry_is_suggested_and_the_conversation_flagged(
+    kb: StandIn, llm: Callable[..., None], fake: FakeLLMServer
+) -> None:
+    llm(LLM_PROVIDER="")
+    bot = await db(make_bot)
+    entry = await db(Entry.objects.create, bot=bot, question="Shipping?", answer="EU and UK.")
+    kb.result = MatchResult("reference", [Candidate(entry.pk, entry.question, entry.answer, 0.6)])
+    async with connected(bot) as comm:
+        await hello(comm)
+        await send(comm, type="message", text="Do you send parcels to Norway?", client_id="c1")
+        end = (await until(comm, "reply.end"))[-1]
+    assert (end["source"], end["entry_id"], end["score"]) == ("knowledge", entry.pk, 0.6)
+    assert end["text"] == "This may help:\n\nShipping?\nEU and UK."
+    reply = await db(Message.objects.get, pk=end["id"])
+    assert (reply.source, reply.matched_entry_id, reply.text) == ("knowledge", entry.pk, end["text"])
+    assert (await db(Conversation.objects.get, pk=reply.conversation_id)).needs_followup is True
+    assert fake.requests == []
+
+
 async def test_without_an_llm_the_fallback_is_sent_and_the_conversation_flagged(
     kb: StandIn, llm: Callable[..., None], fake: FakeLLMServer
 ) -> None:
