@@ -109,6 +109,7 @@ def test_calibrate_gives_in_scope_questions_high_confidence_and_unrelated_ones_l
         "in_scope_right": 24,
         "paraphrases": 0,  # the reference has none to fill in with
         "paraphrases_right": 0,
+        "verbatim": 0,  # no encoder given: no near-copies
         "not_answered": 24,
         "elsewhere": 20,
     }
@@ -232,3 +233,21 @@ def test_a_text_shared_by_two_entries_is_no_exact_match() -> None:
         np.array([0, 0, 1, 1]), ["refund", "money back", "refund", "cancel"], vectors, mode="vector"
     )
     assert "refund" not in ranker.exact and ranker.exact["money back"] == 0
+
+
+def test_near_copies_of_the_phrasings_stand_for_visitors_who_type_nearly_them() -> None:
+    ranker = bigger_ranker()
+    asked: list[str] = []
+    # Phrasings of four words, as a company writes them; a near-copy drops the last word.
+    ranker.sorted_texts[:] = [
+        f"Entry {t.split()[1]} Phrasing Number {t.split()[3]}?" for t in ranker.sorted_texts
+    ]
+
+    def encode(texts: list[str]) -> np.ndarray:
+        asked.extend(texts)
+        return np.stack([unit(*([0] * int(t.split()[1]) + [1])) for t in texts])  # its entry's axis
+
+    result = calibrate(ranker, unknown=no_unknown, reference=far_reference(), encode=encode)
+    assert result.counts["verbatim"] == 24
+    assert sorted(asked)[0] == "entry 0 phrasing number"  # plain, and a word short
+    assert all(text == text.lower() and "?" not in text and len(text.split()) == 4 for text in asked)
