@@ -31,20 +31,25 @@ NEWTON_STEPS = 50
 
 
 def entry_features(
-    best: np.ndarray, whole: np.ndarray, score: np.ndarray, lexical: np.ndarray, unknown: float
+    best: np.ndarray,
+    whole: np.ndarray,
+    score: np.ndarray,
+    lexical: np.ndarray,
+    unknown: float,
+    rows: np.ndarray,
 ) -> np.ndarray:
-    """One row of ``FEATURES`` per entry of one query (all arrays indexed by entry)."""
+    """One row of ``FEATURES`` for each entry in ``rows`` of one query (the arrays are
+    indexed by entry; the margin is against the best of all the other entries)."""
     n = len(score)
     if n > 1:
         top_two = np.partition(score, n - 2)[n - 2 :]
         second, first = float(top_two[0]), float(top_two[1])
-        other_best = np.where(score >= first, second, first)
+        other_best = np.where(score[rows] >= first, second, first)
     else:
-        other_best = np.zeros(n, dtype=np.float32)
-    margin = np.clip(score - other_best, -MARGIN_CLIP, MARGIN_CLIP)
-    return np.column_stack([best, whole, margin, lexical, np.full(n, unknown, dtype=np.float32)]).astype(
-        np.float32
-    )
+        other_best = np.zeros(len(rows), dtype=np.float32)
+    margin = np.clip(score[rows] - other_best, -MARGIN_CLIP, MARGIN_CLIP)
+    flags = np.full(len(rows), unknown, dtype=np.float32)
+    return np.column_stack([best[rows], whole[rows], margin, lexical[rows], flags]).astype(np.float32)
 
 
 @dataclass(frozen=True)

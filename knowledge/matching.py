@@ -23,7 +23,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from channels.db import database_sync_to_async
@@ -32,7 +32,7 @@ from django.conf import settings
 from chatbot.models import Bot
 from knowledge import calibration_services, embeddings, shared_ranking
 from knowledge.calibration_services import Calibrated, Thresholds, thresholds_for
-from knowledge.models import Embedding, Entry
+from knowledge.models import Calibration, Embedding, Entry
 from knowledge.ranking import Ranked, Ranker
 from knowledge.services import entries_embed
 
@@ -159,7 +159,7 @@ def calibrate_soon(bot_id: int) -> None:
         calibration_services.runner.schedule(bot_id, lambda: snapshot_for(bot_id) and None)
 
 
-def calibrate_now(bot: Bot) -> Any:
+def calibrate_now(bot: Bot) -> Calibration:
     """Calibrate the bot on this thread (commands, the admin's button); the stored row."""
     snapshot = snapshot_for(bot.pk)
     row = calibration_services.bot_calibrate(

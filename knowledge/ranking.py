@@ -223,10 +223,11 @@ class Ranker:
         top = top[np.argsort(-entry_scores[top], kind="stable")]
         top = top[entry_scores[top] > ABSENT / 2]  # not the entries left out
         lexical_best = np.maximum.reduceat(lexical, starts)
-        share = softmax_share(entry_scores, null_score(weight))
-        features = entry_features(best, whole, entry_scores, lexical_best, unknown)[top]
-        calibrated = self.calibrator is not None
-        confidence = self.calibrator.probability(features) if calibrated else share[top]
+        features = entry_features(best, whole, entry_scores, lexical_best, unknown, top)
+        if self.calibrator is not None:
+            confidence = self.calibrator.probability(features)
+        else:  # before the bot's first calibration
+            confidence = softmax_share(entry_scores, null_score(weight))[top]
         if exact is not None:
             confidence = np.where(top == exact, np.maximum(confidence, EXACT_CONFIDENCE), confidence)
         ends = np.append(starts[1:], len(phrasing))
@@ -284,15 +285,13 @@ def _exact_phrasings(starts: np.ndarray, sorted_texts: Sequence[str]) -> dict[st
     return {text: next(iter(groups)) for text, groups in found.items() if text and len(groups) == 1}
 
 
-def null_score(lexical_weight: float | np.ndarray) -> float | np.ndarray:
+def null_score(lexical_weight: float) -> float:
     """The virtual "none of these" entry's score, blended as the scores are."""
     return (1 - lexical_weight) * NULL_SCORE + lexical_weight * LEXICAL_NULL_SCORE
 
 
-def softmax_share(entry_scores: np.ndarray, null: float | np.ndarray) -> np.ndarray:
-    """Each entry's share of a softmax over the entries (last axis) and a "none" entry."""
-    null = np.asarray(null, dtype=np.float64)[..., None] if np.ndim(null) else np.float64(null)
-    top = np.maximum(entry_scores.max(axis=-1, keepdims=True), null)
+def softmax_share(entry_scores: np.ndarray, null: float) -> np.ndarray:
+    """Each entry's share of a softmax over the entries and a virtual "none" entry."""
+    top = max(float(entry_scores.max()), null)
     weights = np.exp((entry_scores - top) / TEMPERATURE)
-    rest = np.exp((null - top) / TEMPERATURE)
-    return weights / (weights.sum(axis=-1, keepdims=True) + rest)
+    return weights / (weights.sum() + np.exp((null - top) / TEMPERATURE))

@@ -63,13 +63,9 @@ def inputs(body: Any) -> list[str]:
 
 def validate(fmt: str, body: Any) -> tuple[int, str] | None:
     """(400, why) when the request is not what the real provider accepts."""
-    if not isinstance(body, dict):
-        return 400, "the body is not a JSON object"
-    unknown = set(body) - ALLOWED[fmt]
-    if unknown:
-        return 400, f"unknown fields {sorted(unknown)}"
-    if not isinstance(body.get("model"), str) or not body["model"]:
-        return 400, "model is required"
+    problem = wire.body_problem(body, ALLOWED[fmt])
+    if problem:
+        return problem
     texts = body.get("input")
     if isinstance(texts, str):
         texts = [texts]

@@ -125,15 +125,24 @@ def last_user_text(body: Any) -> str:
     return ""
 
 
-def validate(fmt: str, headers: dict[str, str], body: Any) -> tuple[int, str] | None:
-    """(400, why) when the request is not what the real provider accepts."""
+def body_problem(body: Any, allowed: set[str] | frozenset[str]) -> tuple[int, str] | None:
+    """(400, why) when a request body is no JSON object, has fields the provider doesn't
+    know, or names no model: what every fake endpoint checks first."""
     if not isinstance(body, dict):
         return 400, "the body is not a JSON object"
-    unknown = set(body) - ALLOWED[fmt]
+    unknown = set(body) - allowed
     if unknown:
         return 400, f"unknown fields {sorted(unknown)}"
     if not isinstance(body.get("model"), str) or not body["model"]:
         return 400, "model is required"
+    return None
+
+
+def validate(fmt: str, headers: dict[str, str], body: Any) -> tuple[int, str] | None:
+    """(400, why) when the request is not what the real provider accepts."""
+    problem = body_problem(body, ALLOWED[fmt])
+    if problem:
+        return problem
     messages = messages_of(body)
     if not messages or not all(
         isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str) for m in messages
