@@ -5,12 +5,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
+DEV_STAMP := $(VENV)/.requirements-dev-installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint bench venv serve
+.PHONY: run test lint bench venv dev-venv serve
 
 venv: $(STAMP)
+dev-venv: $(DEV_STAMP)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +24,13 @@ $(STAMP): requirements.txt | $(PY)
 	$(PY) -m pip check >/dev/null || { $(PY) -m pip check; exit 1; }
 	touch $@
 
+# Tests, lint, browser tests and benchmarks add requirements-dev.txt (production's file included).
+$(DEV_STAMP): requirements-dev.txt $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt 2>&1 \
+		| grep -v "is ignored: it is neither a file nor a directory" || true
+	$(PY) -m pip check >/dev/null || { $(PY) -m pip check; exit 1; }
+	touch $@
+
 run: $(STAMP)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py load_demo --skip-checks
@@ -29,15 +38,15 @@ run: $(STAMP)
 	@echo "Serving on http://$(HOST):$(PORT)/ (demo: /demo/, admin: /admin/)"
 	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) chatbot.asgi:application
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) manage.py makemigrations --check --dry-run >/dev/null || { echo "Missing migrations: run manage.py makemigrations"; exit 1; }
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 # Benchmarks print figures (never assertions): every bench/bench_*.py in turn.
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	@for script in bench/bench_*.py; do echo "=== $$script"; $(PY) $$script || exit 1; done
