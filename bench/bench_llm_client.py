@@ -42,7 +42,7 @@ def free_port() -> int:
 
 def start_fake(port: int) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "chatbot.llm.fake_server", "--port", str(port), "--delay-ms", "0"],
+        [sys.executable, "-m", "devtools.fake_llm.server", "--port", str(port), "--delay-ms", "0"],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
     )

@@ -127,7 +127,7 @@ class LiveServer:
 
 
 class FakeLLM:
-    """The fake LLM provider (chatbot/llm/fake_server.py) as a separate process."""
+    """The fake LLM provider (devtools/fake_llm/server.py) as a separate process."""
 
     def __init__(self) -> None:
         self.port = free_port()

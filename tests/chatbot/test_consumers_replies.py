@@ -11,7 +11,7 @@ import pytest
 
 from chatbot import replying
 from chatbot.chat.relay import conversation_lock
-from chatbot.llm.fake_server import FakeLLMServer
+from devtools.fake_llm.server import FakeLLMServer
 from chatbot.llm.types import ChatRequest, ChatResult, Delta
 from chatbot.models import Conversation, Message
 from knowledge.models import Entry

@@ -13,8 +13,8 @@ import pytest
 
 from chatbot.llm import CircuitOpenError, ConfigurationError, ServerError
 from chatbot.llm.embedding_client import EmbeddingClient
-from chatbot.llm.fake_embeddings import FAKE_DIM, fake_vector
-from chatbot.llm.fake_server import FakeLLMServer
+from devtools.fake_llm.embeddings import FAKE_DIM, fake_vector
+from devtools.fake_llm.server import FakeLLMServer
 from knowledge import embeddings
 from knowledge.api_encoder import DIMENSION_PROBE, ApiEncoder, EmbeddingUnavailable
 from knowledge.embeddings import QueryBatcher

@@ -4,14 +4,14 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from chatbot.llm import fake_server
+from devtools.fake_llm import server as fake_server
 
 
 class Command(BaseCommand):
     help = (
         "Serve a fake LLM provider on 127.0.0.1 (OpenAI, DashScope and Zhipu wire formats) for "
         "development and tests. Script replies with [[fake: ...]] in the message; see "
-        "chatbot/llm/fake_server.py."
+        "devtools/fake_llm/server.py."
     )
     requires_system_checks: list[str] = []
 

@@ -17,8 +17,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from chatbot.llm.fake_server import FakeLLMServer, Script
 from chatbot.models import Conversation, Message
+from devtools.fake_llm.server import FakeLLMServer, Script
 from knowledge.models import Entry
 from tests.factories import make_bot
 from tests.fixtures.llm import Candidate, MatchResult, StandIn, free_port

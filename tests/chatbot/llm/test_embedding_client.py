@@ -22,10 +22,10 @@ from chatbot.llm import (
     ServerError,
 )
 from chatbot.llm.embedding_client import EmbeddingClient
-from chatbot.llm.fake_embeddings import FAKE_DIM, fake_vector
-from chatbot.llm.fake_server import FakeLLMServer, check_zhipu_jwt
 from chatbot.llm.profiles import embedding_profile
 from chatbot.llm.providers.embeddings import parse_embeddings
+from devtools.fake_llm.embeddings import FAKE_DIM, fake_vector
+from devtools.fake_llm.server import FakeLLMServer, check_zhipu_jwt
 from tests.fixtures.llm import EMBEDDING_BASES, KEYS, PROVIDERS
 
 

@@ -24,7 +24,7 @@ from chatbot.llm import (
     stream_chat,
 )
 from chatbot.llm.breaker import _breakers
-from chatbot.llm.fake_server import FakeLLMServer
+from devtools.fake_llm.server import FakeLLMServer
 from tests.chatbot.llm.helpers import ask, collect, failure
 from tests.fixtures.llm import BASES, KEYS, PROVIDERS, free_port
 

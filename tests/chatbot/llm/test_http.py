@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from chatbot.llm import Delta, http, stream_chat
-from chatbot.llm.fake_server import FakeLLMServer, Script
+from devtools.fake_llm.server import FakeLLMServer, Script
 from tests.chatbot.llm.helpers import ask, collect
 
 ROOT = Path(__file__).resolve().parents[3]

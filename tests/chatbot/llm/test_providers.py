@@ -9,9 +9,9 @@ from decimal import Decimal
 import pytest
 
 from chatbot.llm import ContentRefusedError
-from chatbot.llm.fake_server import FakeLLMServer
-from chatbot.llm.fake_wire import fake_prompt_tokens
 from chatbot.llm.providers.zhipu import make_jwt
+from devtools.fake_llm.server import FakeLLMServer
+from devtools.fake_llm.wire import fake_prompt_tokens
 from tests.chatbot.llm.helpers import ask, collect, failure
 from tests.fixtures.llm import KEYS, PROVIDERS
 
@@ -182,7 +182,7 @@ async def test_the_fake_rejects_a_dashscope_request_without_the_sse_header(fake:
 
 
 def test_a_jwt_from_the_zhipu_module_passes_the_fake_servers_check() -> None:
-    from chatbot.llm.fake_server import check_zhipu_jwt
+    from devtools.fake_llm.server import check_zhipu_jwt
 
     token = make_jwt("abc.secret", now=1000.0)
     assert check_zhipu_jwt(token, "abc.secret", now=1000.0) == ""

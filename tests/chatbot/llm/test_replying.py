@@ -14,10 +14,10 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from chatbot import replying
-from chatbot.llm.fake_server import FakeLLMServer
 from chatbot.models import Conversation, Message
 from chatbot.prompting import SUMMARY_HEADING
 from chatbot.replying import ReplyDelta, ReplyEnd, ReplyEvent, ReplyStart, reply_stream
+from devtools.fake_llm.server import FakeLLMServer
 from knowledge.models import Entry
 from tests.factories import make_bot, make_conversation, make_message
 from tests.fixtures.llm import Candidate, MatchResult, StandIn

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import pytest
 
 from chatbot.llm import AuthenticationError
-from chatbot.llm.fake_server import FakeLLMServer
 from chatbot.llm.providers import zhipu
+from devtools.fake_llm.server import FakeLLMServer
 from tests.chatbot.llm.helpers import ask, collect, failure
 from tests.fixtures.llm import KEYS
 

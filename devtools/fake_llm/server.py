@@ -5,10 +5,10 @@ base URL at it as you would at the real provider):
     POST .../services/aigc/text-generation/generation   DashScope (base http://127.0.0.1:N/api/v1)
     POST .../paas/.../chat/completions                   Zhipu     (base http://127.0.0.1:N/api/paas/v4)
     POST .../chat/completions                            OpenAI    (base http://127.0.0.1:N/v1)
-    POST .../embeddings                                  embeddings, same three (chatbot.llm.fake_embeddings)
+    POST .../embeddings                                  embeddings, same three (devtools.fake_llm.embeddings)
     GET  /health                                         "ok"
 
-Run it with ``python manage.py fake_llm --port 8199`` (or ``python -m chatbot.llm.fake_server``).
+Run it with ``python manage.py fake_llm --port 8199`` (or ``python -m devtools.fake_llm.server``).
 
 **Scripting.** Every reply follows a script: the defaults given on the command line
 (``--tokens 40 --delay-ms 10``...), overridden per request by an ``X-Fake-LLM`` header and
@@ -48,77 +48,17 @@ import hashlib
 import hmac
 import json
 import re
-import shlex
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from chatbot.llm import fake_embeddings
-from chatbot.llm import fake_wire as wire
+from devtools.fake_llm import embeddings as fake_embeddings
+from devtools.fake_llm import wire
+from devtools.fake_llm.script import FAILURE_KEYS, MARKER, Script, parse_script
 
 MAX_RECORDED = 1000
-MARKER = re.compile(r"\[\[fake:(.*?)\]\]", re.S)
-FAILURE_KEYS = (
-    "status",
-    "stall_ms",
-    "malformed_after",
-    "drop_after",
-    "error_after",
-    "headers_delay_ms",
-    "retry_after",
-    "retry_after_ms",
-    "bad_vector",
-)
-
-
-@dataclass(frozen=True)
-class Script:
-    text: str | None = None
-    tokens: int | None = None
-    delay_ms: float = 0.0
-    first_delay_ms: float = 0.0
-    headers_delay_ms: float = 0.0
-    status: int = 200
-    code: str = ""
-    retry_after: str | None = None
-    retry_after_ms: str | None = None
-    stall_ms: float = 0.0
-    stall_after: int = 0
-    malformed_after: int | None = None
-    drop_after: int | None = None
-    error_after: int | None = None
-    finish: str = "stop"
-    usage: bool = True
-    bad_vector: str = ""
-    times: int | None = None
-    id: str = ""
-
-
-_TYPES = {f.name: f.type for f in fields(Script)}
-
-
-def parse_script(spec: str, base: Script) -> Script:
-    lexer = shlex.shlex(spec, posix=True)
-    lexer.whitespace += ","
-    lexer.whitespace_split = True
-    changes: dict[str, Any] = {}
-    for item in lexer:
-        key, eq, value = item.partition("=")
-        key = key.strip()
-        if not eq or key not in _TYPES:
-            raise ValueError(f"unknown fake script item {item!r}")
-        kind = str(_TYPES[key])
-        if "bool" in kind:
-            changes[key] = value.lower() not in ("0", "false", "no", "off")
-        elif "int" in kind:
-            changes[key] = int(value)
-        elif "float" in kind:
-            changes[key] = float(value)
-        else:
-            changes[key] = value
-    return replace(base, **changes)
 
 
 @dataclass

@@ -23,10 +23,10 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
-from chatbot.llm import fake_wire as wire
+from devtools.fake_llm import wire
 
 if TYPE_CHECKING:
-    from chatbot.llm.fake_server import Script
+    from devtools.fake_llm.script import Script
 
 FAKE_DIM = 256
 ALLOWED = {

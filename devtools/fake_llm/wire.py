@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from chatbot.llm.fake_server import Script
+    from devtools.fake_llm.script import Script
 
 ROLES = {"system", "user", "assistant"}
 SAMPLING = {"temperature", "top_p", "max_tokens", "stop"}

@@ -1,0 +1,1 @@
+"""Development and test tooling. Production code never imports this package."""
