@@ -69,6 +69,8 @@ def conversation_or_404(user: Any, pk: int) -> Conversation:
 
 def message_or_404(user: Any, pk: int) -> Message:
     return get_object_or_404(
-        Message.objects.select_related("conversation__bot").filter(conversation__bot__in=visible_bots(user)),
+        Message.objects.visible()
+        .select_related("conversation__bot")
+        .filter(conversation__bot__in=visible_bots(user)),
         pk=pk,
     )

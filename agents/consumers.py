@@ -10,6 +10,7 @@ layer (``chatbot.chat.events``), so the two sides may be on different server pro
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -59,8 +60,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.agent is None:
             return
-        size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
-        if size > settings.CHAT_MAX_FRAME_BYTES:
+        if frames.frame_bytes(text_data, bytes_data) > settings.CHAT_MAX_FRAME_BYTES:
             await self.refuse(closecodes.FRAME_TOO_LARGE)
             return
         frame: agent_frames.AgentFrame | None = None
@@ -78,6 +78,21 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await self.send_frame(
                 frames.error(err.code, str(err), getattr(frame, "client_id", None), conversation=conversation)
             )
+        except Exception as err:
+            await self.failed(err, frame)
+
+    async def failed(self, err: Exception, frame: agent_frames.AgentFrame | None) -> None:
+        """After an unexpected exception: logged once, answered with ``server_error``; the
+        connection stays usable (never a 1011 close). Never raises."""
+        log.exception("agent socket of %s", getattr(self.agent, "pk", None), exc_info=err)
+        error = frames.error(
+            frames.SERVER_ERROR,
+            "Something went wrong on our side.",
+            getattr(frame, "client_id", None),
+            conversation=getattr(frame, "conversation", None),
+        )
+        with contextlib.suppress(Exception):  # e.g. the socket went away meanwhile
+            await self.send_frame(error)
 
     async def handle(self, frame: agent_frames.AgentFrame) -> None:
         if isinstance(frame, AgentHello):

@@ -6,7 +6,6 @@ CSV and the JSON of one export always carry the same fields.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator
 from datetime import datetime
@@ -21,15 +20,8 @@ from django.utils import timezone
 
 from agents.models import Note
 from agents.selectors.conversations import ConversationRow
+from chatbot.csv_cells import CSV_BOM, Cell, csv_line
 from chatbot.models import Message
-
-# Excel guesses the encoding of a CSV file without a byte-order mark from the system
-# locale and garbles Chinese; with the UTF-8 BOM it reads UTF-8. Python's csv module and
-# most tools skip or tolerate it (read with encoding="utf-8-sig").
-CSV_BOM = "\ufeff"
-# A cell starting with one of these is run as a formula by spreadsheet programs (OWASP
-# "CSV injection"); tab and carriage return are on OWASP's list too.
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 CONVERSATION_FIELDS = [
     "id",
@@ -150,34 +142,26 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def csv_cell(value: Any) -> str:
+def csv_cell(value: Any) -> Cell:
+    """The value as a cell for ``csv_line``, which neutralises formulas in text."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float | Decimal):
-        return str(value)
+        return value
     if isinstance(value, list):
         value = "; ".join(str(item) for item in value)
-    text = str(_plain(value))
-    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
-
-
-class _Line:
-    """A file-like object whose write() returns the line, for csv.writer to format one row."""
-
-    def write(self, line: str) -> str:
-        return line
+    return str(_plain(value))
 
 
 def csv_chunks(
     *, fields: list[str], batches: Iterable[Iterable[dict[str, Any]]]
 ) -> Generator[str, None, None]:
     """The BOM and header row, then one chunk of CSV text per batch of records."""
-    writer = csv.writer(_Line())
-    yield CSV_BOM + writer.writerow(fields)
+    yield CSV_BOM + csv_line(fields)
     for batch in batches:
-        yield "".join(writer.writerow([csv_cell(record[name]) for name in fields]) for record in batch)
+        yield "".join(csv_line([csv_cell(record[name]) for name in fields]) for record in batch)
 
 
 def json_chunks(*, key: str, batches: Iterable[Iterable[dict[str, Any]]]) -> Generator[str, None, None]:

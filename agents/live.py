@@ -98,8 +98,8 @@ def agent_bot_ids(*, agent: Any) -> list[int]:
 
 def _listed(conversations: QuerySet[Conversation]) -> QuerySet[Conversation]:
     last = (
-        Message.objects.filter(conversation=OuterRef("pk"), role__in=SHOWN_ROLES)
-        .exclude(text="")
+        Message.objects.visible()
+        .filter(conversation=OuterRef("pk"), role__in=SHOWN_ROLES)
         .order_by("-id")
         .values("text")[:1]
     )
@@ -132,13 +132,13 @@ def agent_conversation(
     )
     if conversation is None:
         raise NotFound("There is no such conversation.")
-    rows = Message.objects.filter(conversation_id=conversation_id).exclude(text="").select_related("author")
+    rows = Message.objects.visible().filter(conversation_id=conversation_id).select_related("author")
     if after is not None:
         rows = rows.filter(id__gt=after)
     messages = list(rows.order_by("-id")[:TRANSCRIPT_LIMIT])[::-1]
     question = (
-        Message.objects.filter(conversation_id=conversation_id, role=Message.Role.VISITOR)
-        .exclude(text="")
+        Message.objects.visible()
+        .filter(conversation_id=conversation_id, role=Message.Role.VISITOR)
         .order_by("-id")
         .values_list("text", flat=True)
         .first()

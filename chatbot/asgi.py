@@ -12,6 +12,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from chatbot import autobahn_tuning  # noqa: E402
+from chatbot.lifecycle import ProcessLifecycle  # noqa: E402
 from chatbot.routing import websocket_urlpatterns  # noqa: E402
 
 autobahn_tuning.install()
@@ -21,9 +22,12 @@ if settings.EMBEDDING_PRELOAD:
 
     preload()  # in the background: the server answers at once, the model is ready soon after
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": URLRouter(websocket_urlpatterns),
-    }
+# Heartbeat, replies in flight, reaper: started with the process (chatbot.lifecycle).
+application = ProcessLifecycle(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": URLRouter(websocket_urlpatterns),
+        }
+    )
 )

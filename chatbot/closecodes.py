@@ -14,6 +14,7 @@ ORIGIN_NOT_ALLOWED = (
 BOT_INACTIVE = 4004  # the bot exists but is switched off
 FRAME_TOO_LARGE = 4008  # a frame was larger than CHAT_MAX_FRAME_BYTES
 AGENT_FORBIDDEN = 4010  # the agent socket: not signed in, or not an agent (staff or AGENT_GROUP)
+ERASED = 4011  # the chat socket: its visitor or conversation was erased while it was open
 
 REASONS: dict[int, str] = {
     UNKNOWN_BOT: "unknown bot",
@@ -21,4 +22,5 @@ REASONS: dict[int, str] = {
     BOT_INACTIVE: "bot inactive",
     FRAME_TOO_LARGE: "frame too large",
     AGENT_FORBIDDEN: "agents only",
+    ERASED: "conversation erased",
 }

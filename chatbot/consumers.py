@@ -46,7 +46,7 @@ from chatbot.handoff import (
     wait_remaining,
 )
 from chatbot.models import Bot, Conversation
-from chatbot.selectors import HandoffState, conversation_history, conversation_status
+from chatbot.selectors import HandoffState, conversation_exists, conversation_history, conversation_status
 from chatbot.services import conversation_current, feedback_save, visitor_resume_or_create
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def session_welcome(*, bot: Bot, hello: frames.Hello, user_agent: str, session: 
         "type": "welcome",
         "visitor": session.token,
         "conversation": session.conversation_id,
-        "messages": [frames.message_item(m) for m in history],
+        "messages": [frames.message_item(m, client_id=True) for m in history],
         "greeting": bot.greeting,
         "name": bot.name,
         "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
@@ -152,9 +152,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.bot is None:  # refused or closing
             return
-        raw = text_data if text_data is not None else bytes_data or b""
-        limit = settings.CHAT_MAX_FRAME_BYTES
-        if len(raw) > limit or (isinstance(raw, str) and len(raw.encode()) > limit):
+        if frames.frame_bytes(text_data, bytes_data) > settings.CHAT_MAX_FRAME_BYTES:
             self.bot = None
             await self.close(
                 code=closecodes.FRAME_TOO_LARGE, reason=closecodes.REASONS[closecodes.FRAME_TOO_LARGE]
@@ -166,9 +164,47 @@ class ChatConsumer(AsyncWebsocketConsumer):
             frame = frames.frame_parse(text_data, max_chars=settings.CHAT_MAX_MESSAGE_CHARS)
             if self.session is None and not isinstance(frame, frames.BEFORE_HELLO):
                 raise FrameError(frames.NOT_READY, "Send hello first.", getattr(frame, "client_id", None))
-            await self.handle(frame)
+            await self.handle_safely(frame)
         except FrameError as err:
             await self.send_frame(err.frame())
+
+    async def handle_safely(self, frame: frames.ClientFrame) -> None:
+        """``handle``, where no failure closes the connection with 1011 (``failed``)."""
+        try:
+            await self.handle(frame)
+        except FrameError:
+            raise
+        except Exception as err:
+            await self.failed(err, getattr(frame, "client_id", None))
+
+    async def failed(self, err: Exception, client_id: str | None) -> None:
+        """After an unexpected exception: a conversation erased meanwhile (say at the visitor's
+        request) closes the connection with ERASED; anything else is logged once and answered
+        with ``server_error``, and the connection stays usable. Never raises."""
+        if self.bot is None:  # closing already: nobody to answer
+            return
+        if await self.erased():
+            self.bot = None
+            with contextlib.suppress(Exception):
+                await self.close(code=closecodes.ERASED, reason=closecodes.REASONS[closecodes.ERASED])
+            return
+        conversation_id = self.session.conversation_id if self.session is not None else None
+        log.exception("chat socket of conversation %s", conversation_id, exc_info=err)
+        with contextlib.suppress(Exception):  # e.g. the socket went away meanwhile
+            await self.send_frame(
+                frames.error(frames.SERVER_ERROR, "Something went wrong on our side.", client_id)
+            )
+
+    async def erased(self) -> bool:
+        if self.session is None:
+            return False
+        try:
+            exists = await database_sync_to_async(conversation_exists)(
+                conversation_id=self.session.conversation_id
+            )
+        except Exception:  # the database itself is failing: the caller logs the first error
+            return False
+        return not exists
 
     async def handle(self, frame: frames.ClientFrame) -> None:
         if isinstance(frame, frames.Hello):
@@ -230,8 +266,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             say = await self.queue.get()
             try:
                 await self.answer(say)
-            except Exception:  # e.g. the socket went away while an error was being sent
-                log.exception("chat worker of conversation %s", self.session.conversation_id)
+            except Exception as err:
+                await self.failed(err, say.client_id)
             finally:
                 self.pending -= 1
 
@@ -261,7 +297,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         offered, self.person_offered = self.person_offered, False
         if not (asks_for_person(say.text) or (offered and accepts_offer(say.text))):
             await reply_relay(**relay)
-        elif await visitor_message_relay(**relay) != Conversation.Status.WITH_AGENT:
+            return
+        status = await visitor_message_relay(**relay)
+        if status is not None and status != Conversation.Status.WITH_AGENT:  # None: sent again
             await self.handoff()
 
     async def handoff(self) -> None:

@@ -88,9 +88,14 @@ def visitor_contact_save(*, conversation_id: int, email: str) -> int:
     return conversation.bot_id
 
 
-def visitor_message_store(*, conversation_id: int, text: str) -> tuple[Message, str]:
+def visitor_message_store(
+    *, conversation_id: int, text: str, client_id: str | None = None
+) -> tuple[Message, str]:
     """Store a visitor's message that the bot will not answer; returns it and the
-    conversation's status (a closed conversation reopens, as with any message)."""
+    conversation's status (a closed conversation reopens, as with any message). Raises
+    ``DuplicateMessage`` when ``client_id`` is already stored in the conversation."""
     conversation = Conversation.objects.get(pk=conversation_id)
-    message, _, conversation = visitor_message_add(conversation=conversation, text=text, reserve_reply=False)
+    message, _, conversation = visitor_message_add(
+        conversation=conversation, text=text, reserve_reply=False, client_id=client_id
+    )
     return message, conversation.status

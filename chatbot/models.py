@@ -226,6 +226,13 @@ class Conversation(models.Model):
         return f"#{self.pk} {self.bot} ({self.get_status_display()})"
 
 
+class MessageQuerySet(models.QuerySet["Message"]):
+    def visible(self) -> MessageQuerySet:
+        """What a conversation shows anyone (visitor, agents, exports, statistics): every
+        message but a reply still being written (``pending``) and an empty row."""
+        return self.exclude(status=Message.Status.PENDING).exclude(text="")
+
+
 class Message(models.Model):
     class Role(models.TextChoices):
         VISITOR = "visitor", "Visitor"
@@ -243,6 +250,8 @@ class Message(models.Model):
         COMPLETE = "complete", "Complete"
         PARTIAL = "partial", "Partial"
         FAILED = "failed", "Failed"
+        # A reply being written: its text so far is saved while it streams.
+        PENDING = "pending", "Being written"
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
     role = models.CharField(max_length=10, choices=Role.choices)
@@ -270,6 +279,14 @@ class Message(models.Model):
     ttft_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Time to first token, ms.")
     total_ms = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # The widget's id for a visitor's message: a message sent again (after a reconnect,
+    # from another tab) is recognised and acknowledged, never stored twice.
+    client_id = models.CharField(max_length=100, null=True, blank=True, editable=False)
+    # The server process writing a pending reply (ProcessHeartbeat.owner).
+    owner = models.CharField(max_length=32, blank=True, editable=False)
+
+    # visible(): what display code reads.
+    objects = MessageQuerySet.as_manager()
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -278,7 +295,13 @@ class Message(models.Model):
                 condition=Q(role__in=["visitor", "bot", "agent", "system"]), name="message_role_valid"
             ),
             models.CheckConstraint(
-                condition=Q(status__in=["complete", "partial", "failed"]), name="message_status_valid"
+                condition=Q(status__in=["complete", "partial", "failed", "pending"]),
+                name="message_status_valid",
+            ),
+            models.UniqueConstraint(
+                fields=["conversation", "client_id"],
+                condition=Q(client_id__isnull=False) & ~Q(client_id=""),
+                name="message_client_id_unique",
             ),
             # Only replies have a source; a visitor's words never do.
             models.CheckConstraint(
@@ -291,11 +314,28 @@ class Message(models.Model):
         indexes = [
             models.Index(fields=["conversation", "id"], name="message_conversation_id"),
             models.Index(fields=["source", "created_at"], name="message_source_created"),
+            # The reaper's lookup: only replies being written are in it.
+            models.Index(fields=["owner"], condition=Q(status="pending"), name="message_pending_owner"),
         ]
 
     def __str__(self) -> str:
         text = self.text if len(self.text) <= 60 else self.text[:57] + "..."
         return f"{self.role}: {text}"
+
+
+class ProcessHeartbeat(models.Model):
+    """A server process that is alive: it renews ``beat_at`` every few seconds while it runs
+    (``chatbot.inflight``). Replies pending under an owner whose beat is stale were left by
+    a process that died."""
+
+    owner = models.CharField(max_length=32, primary_key=True)
+    beat_at = models.DateTimeField()
+    started_at = models.DateTimeField(default=timezone.now)
+    host = models.CharField(max_length=255, blank=True)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.pid} ({self.owner})"
 
 
 class Feedback(models.Model):

@@ -8,9 +8,14 @@ conversation for follow-up. It yields events: one ``ReplyStart``, ``ReplyDelta``
 visitor's message and the reply are stored through ``GroupCommit``, so messages and replies
 of many conversations that arrive together share a transaction.
 
-The reply's row is reserved together with the visitor's message (empty, status ``failed``
-until the reply is stored into it), so a client can name the reply from its first word; a
-reply abandoned before any text removes it again.
+The reply's row is reserved together with the visitor's message (status ``pending``,
+owned by this server process), so a client can name the reply from its first word; while
+an LLM reply streams, ``chatbot.inflight`` writes its text so far about once a second, so
+a crash of the process leaves it (reaped as ``partial``) rather than losing it. A reply
+abandoned before any text removes the row again.
+
+A visitor message whose ``client_id`` the conversation already has (the widget sent it
+again) is neither stored nor answered: the stream is one ``ReplyDuplicate``.
 """
 
 from __future__ import annotations
@@ -27,11 +32,12 @@ from asgiref.sync import sync_to_async
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from chatbot import inflight
 from chatbot.group_commit import GroupCommit
 from chatbot.llm import ChatResult, Delta, LLMError, complete, is_configured, stream_chat
 from chatbot.models import Bot, Conversation, Message
 from chatbot.prompting import Turn, build_prompt, context_budget, split_for_summary, summary_request
-from chatbot.services import visitor_messages_add
+from chatbot.services import DuplicateMessage, duplicate_or, visitor_messages_add
 from knowledge.lexical import is_cjk
 
 log = logging.getLogger(__name__)
@@ -79,7 +85,15 @@ class ReplyEnd:
     entry_id: int | None = field(default=None, compare=False)
 
 
-ReplyEvent = ReplyStart | ReplyDelta | ReplyEnd
+@dataclass(frozen=True, slots=True)
+class ReplyDuplicate:
+    """The message was stored before (same ``client_id``): nothing is stored or answered."""
+
+    type: ClassVar[str] = "duplicate"
+    visitor_message_id: int
+
+
+ReplyEvent = ReplyStart | ReplyDelta | ReplyEnd | ReplyDuplicate
 
 
 @dataclass
@@ -98,24 +112,33 @@ class _Context:
         return round((time.perf_counter() - self.received) * 1000)
 
 
-async def reply_stream(*, conversation_id: int, text: str) -> AsyncIterator[ReplyEvent]:
+async def reply_stream(
+    *, conversation_id: int, text: str, client_id: str | None = None
+) -> AsyncIterator[ReplyEvent]:
     text = text.strip()
     if not text:
         raise ValueError("The message is empty.")
     if len(text) > MAX_QUESTION_LENGTH:
         raise ValueError(f"The message is longer than {MAX_QUESTION_LENGTH} characters.")
-    ctx = await _store_visitor_message(_Arrival(conversation_id, text, time.perf_counter()))
-    yield ReplyStart(visitor_message_id=ctx.visitor_message_id, reply_id=ctx.reply_id)
-    if ctx.status == Conversation.Status.WITH_AGENT:
-        yield ReplyEnd(message_id=None, text="", source="", status="")
-        return
-    try:
-        async with aclosing(_reply(ctx, text)) as events:
-            async for event in events:
-                yield event
-    except BaseException:
-        await _placeholder_discard(ctx.reply_id)
-        raise
+    async with inflight.keeper().flight():
+        try:
+            ctx = await _store_visitor_message(
+                _Arrival(conversation_id, text, time.perf_counter(), client_id)
+            )
+        except DuplicateMessage as duplicate:
+            yield ReplyDuplicate(visitor_message_id=duplicate.original.pk)
+            return
+        try:
+            yield ReplyStart(visitor_message_id=ctx.visitor_message_id, reply_id=ctx.reply_id)
+            if ctx.status == Conversation.Status.WITH_AGENT:
+                yield ReplyEnd(message_id=None, text="", source="", status="")
+                return
+            async with aclosing(_reply(ctx, text)) as events:
+                async for event in events:
+                    yield event
+        except BaseException:
+            await _pending_settle(ctx.reply_id)
+            raise
 
 
 async def _reply(ctx: _Context, text: str) -> AsyncIterator[ReplyEvent]:
@@ -185,6 +208,9 @@ async def _llm_reply(ctx: _Context, question: str, references: list[Any]) -> Asy
     result: ChatResult | None = None
     # The LLM times its own call; the stored timings count from the visitor's message.
     offset_ms = ctx.elapsed_ms()
+    keeper = inflight.keeper()
+    if ctx.reply_id is not None:
+        keeper.track(ctx.reply_id, parts)  # its text so far reaches the database while it streams
     try:
         async with aclosing(stream_chat(prompt.request)) as items:
             async for item in items:
@@ -202,8 +228,9 @@ async def _llm_reply(ctx: _Context, question: str, references: list[Any]) -> Asy
             ctx, err, "".join(parts), entry_id=entry_id, score=score, offset_ms=offset_ms
         )
         return
-    except (asyncio.CancelledError, GeneratorExit):
-        if parts:  # the visitor left mid-reply: keep what they saw in the transcript
+    except BaseException:
+        # The visitor left mid-reply (cancelled), or something broke: keep what they saw.
+        if parts:
             store = _reply_store(
                 ctx.conversation_id,
                 reply_id=ctx.reply_id,
@@ -213,6 +240,9 @@ async def _llm_reply(ctx: _Context, question: str, references: list[Any]) -> Asy
             )
             await asyncio.shield(store)
         raise
+    finally:
+        if ctx.reply_id is not None:
+            keeper.untrack(ctx.reply_id)
     if result is None or not result.text.strip():
         async for event in _fallback(ctx, "the LLM sent an empty reply"):
             yield event
@@ -318,19 +348,30 @@ class _Arrival:
     conversation_id: int
     text: str
     received: float
+    client_id: str | None = None
 
 
 def _visitor_messages_store(arrivals: list[_Arrival]) -> list[_Context | BaseException]:
     """Store visitors' messages that arrived together (group commit): one read of their
-    conversations, one transaction. A conversation deleted meanwhile fails only its own."""
+    conversations, one transaction. A conversation deleted meanwhile fails only its own, and
+    a message sent again (its ``client_id`` is stored) gets ``DuplicateMessage``: the batch
+    fails on the unique constraint, and ``GroupCommit`` stores its messages one by one."""
     found = Conversation.objects.select_related("bot").in_bulk({a.conversation_id for a in arrivals})
     results: list[_Context | BaseException] = [
         Conversation.DoesNotExist(f"conversation {a.conversation_id} does not exist") for a in arrivals
     ]
     present = [n for n, a in enumerate(arrivals) if a.conversation_id in found]
-    stored = visitor_messages_add(
-        arrivals=[(found[arrivals[n].conversation_id], arrivals[n].text) for n in present], reserve_reply=True
-    )
+    batch = [(found[arrivals[n].conversation_id], arrivals[n].text, arrivals[n].client_id) for n in present]
+    try:
+        stored = visitor_messages_add(arrivals=batch, reserve_reply=True, reply_owner=inflight.keeper().owner)
+    except IntegrityError as err:
+        if len(present) != 1:
+            raise
+        arrival = arrivals[present[0]]
+        results[present[0]] = duplicate_or(
+            err, conversation_id=arrival.conversation_id, client_id=arrival.client_id
+        )
+        return results
     for n, (message, reply_id, conversation) in zip(present, stored, strict=True):
         results[n] = _Context(
             bot=found[arrivals[n].conversation_id].bot,
@@ -366,10 +407,12 @@ _history_read = GroupCommit[_HistoryAsk, tuple[list[Turn], bool]](
 
 def _history(conversation_id: int, *, after: int | None, before: int) -> tuple[list[Turn], bool]:
     """Turns not covered by the summary, oldest first, and whether older ones were left out."""
-    rows = Message.objects.filter(conversation_id=conversation_id, id__lt=before, role__in=CONTEXT_ROLES)
+    rows = Message.objects.visible().filter(
+        conversation_id=conversation_id, id__lt=before, role__in=CONTEXT_ROLES
+    )
     if after is not None:
         rows = rows.filter(id__gt=after)
-    newest = list(rows.exclude(text="").order_by("-id").values_list("role", "text")[: HISTORY_LIMIT + 1])
+    newest = list(rows.order_by("-id").values_list("role", "text")[: HISTORY_LIMIT + 1])
     return newest[:HISTORY_LIMIT][::-1], len(newest) > HISTORY_LIMIT
 
 
@@ -452,15 +495,22 @@ def _plus(value: int | None, offset: int | None) -> int | None:
     return None if value is None else value + (offset or 0)
 
 
-async def _placeholder_discard(reply_id: int | None) -> None:
-    """Remove the reserved row of a reply that ended (cancelled, failed) without any text."""
+async def _pending_settle(reply_id: int | None) -> None:
+    """The reserved row of a reply that ended (cancelled, failed) before it was stored: kept
+    as partial if some of its text was written meanwhile, removed if none was."""
     if reply_id is None:
         return
-    delete = sync_to_async(Message.objects.filter(pk=reply_id, text="").delete)
     try:
-        await asyncio.shield(delete())
+        await asyncio.shield(sync_to_async(_pending_settle_store)(reply_id))
     except Exception:
-        log.exception("could not remove the empty reply %s", reply_id)
+        log.exception("could not settle the unfinished reply %s", reply_id)
+
+
+def _pending_settle_store(reply_id: int) -> None:
+    rows = Message.objects.filter(pk=reply_id, status=Message.Status.PENDING)
+    with transaction.atomic():
+        rows.filter(text="").delete()
+        rows.update(status=Message.Status.PARTIAL)
 
 
 # --- Running summary -------------------------------------------------------------------
@@ -507,7 +557,7 @@ async def summary_refresh(*, conversation_id: int, budget: int | None = None) ->
 
 def _summary_source(conversation_id: int) -> tuple[Bot, str, int | None, list[tuple[int, str, str]]]:
     conversation = Conversation.objects.select_related("bot").get(pk=conversation_id)
-    rows = Message.objects.filter(conversation_id=conversation_id, role__in=CONTEXT_ROLES).exclude(text="")
+    rows = Message.objects.visible().filter(conversation_id=conversation_id, role__in=CONTEXT_ROLES)
     if conversation.summary_until is not None:
         rows = rows.filter(id__gt=conversation.summary_until)
     found = list(rows.order_by("id").values_list("id", "role", "text"))

@@ -24,14 +24,27 @@ def bot_by_public_key(key: str) -> Bot | None:
 def conversation_history(*, conversation_id: int, limit: int, after: int | None = None) -> list[Message]:
     """What the visitor sees of a conversation: its newest ``limit`` messages (only those
     after the message id ``after``, when given), oldest first, with the team's notices
-    (role system: who joined, left). A reply still being written (its row is reserved
-    empty) is left out."""
+    (role system: who joined, left). A reply still being written is left out; one cut
+    off (the visitor left, or the server process died) is in, marked ``partial``."""
     if limit <= 0:
         return []
-    rows = Message.objects.filter(conversation_id=conversation_id).exclude(text="")
+    rows = Message.objects.visible().filter(conversation_id=conversation_id)
     if after is not None:
         rows = rows.filter(id__gt=after)
     return list(rows.select_related("author").order_by("-id")[:limit])[::-1]
+
+
+def conversation_exists(*, conversation_id: int) -> bool:
+    return Conversation.objects.filter(pk=conversation_id).exists()
+
+
+def visitor_message_original(*, conversation_id: int, client_id: str | None) -> Message | None:
+    """The visitor message of the conversation that the widget sent with ``client_id``."""
+    if not client_id:
+        return None
+    return Message.objects.filter(
+        conversation_id=conversation_id, role=Message.Role.VISITOR, client_id=client_id
+    ).first()
 
 
 def conversation_status(*, conversation_id: int) -> str:

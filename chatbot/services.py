@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from chatbot.models import Bot, Conversation, Feedback, Message, Visitor
+from chatbot.selectors import visitor_message_original
 from chatbot.tokens import visitor_token_read, visitor_token_sign
 
 Status = Conversation.Status
@@ -99,38 +100,76 @@ def conversation_current(*, visitor: Visitor) -> Conversation:
     return Conversation.objects.create(bot_id=visitor.bot_id, visitor=visitor)
 
 
+class DuplicateMessage(Exception):
+    """The conversation already has a visitor message with this ``client_id`` (the widget
+    sent it again): ``original`` is that message; nothing was stored."""
+
+    def __init__(self, original: Message) -> None:
+        super().__init__(f"message {original.pk} has client_id {original.client_id!r}")
+        self.original = original
+
+
 def visitor_message_add(
-    *, conversation: Conversation, text: str, reserve_reply: bool
+    *,
+    conversation: Conversation,
+    text: str,
+    reserve_reply: bool,
+    client_id: str | None = None,
+    reply_owner: str = "",
 ) -> tuple[Message, int | None, Conversation]:
     """Store a visitor's message (a closed conversation reopens first). With
-    ``reserve_reply`` and no agent in charge, an empty bot row is reserved for the reply
-    in the same transaction. Returns the message, the reserved row's id and the
-    conversation (its status after the reopening)."""
-    return visitor_messages_add(arrivals=[(conversation, text)], reserve_reply=reserve_reply)[0]
+    ``reserve_reply`` and no agent in charge, a bot row is reserved for the reply in the
+    same transaction (status ``pending``, owned by the server process ``reply_owner``).
+    Returns the message, the reserved row's id and the conversation (its status after the
+    reopening). Raises ``DuplicateMessage`` when ``client_id`` is already stored in the
+    conversation."""
+    arrivals = [(conversation, text, client_id)]
+    try:
+        [stored] = visitor_messages_add(
+            arrivals=arrivals, reserve_reply=reserve_reply, reply_owner=reply_owner
+        )
+    except IntegrityError as err:
+        raise duplicate_or(err, conversation_id=conversation.pk, client_id=client_id) from None
+    return stored
+
+
+def duplicate_or(err: IntegrityError, *, conversation_id: int, client_id: str | None) -> Exception:
+    """What an IntegrityError from storing one visitor message means: ``DuplicateMessage``
+    when the unique ``client_id`` constraint refused it (another tab or process stored it
+    first), else the error itself (e.g. the conversation was deleted meanwhile)."""
+    original = visitor_message_original(conversation_id=conversation_id, client_id=client_id)
+    return err if original is None else DuplicateMessage(original)
 
 
 def visitor_messages_add(
-    *, arrivals: list[tuple[Conversation, str]], reserve_reply: bool
+    *,
+    arrivals: list[tuple[Conversation, str, str | None]],
+    reserve_reply: bool,
+    reply_owner: str = "",
 ) -> list[tuple[Message, int | None, Conversation]]:
-    """``visitor_message_add`` for several messages (of any conversations) at once: one
-    transaction, one INSERT for every row, one UPDATE of the conversations' activity."""
+    """``visitor_message_add`` for several messages (conversation, text, client id) of any
+    conversations at once: one transaction, one INSERT for every row, one UPDATE of the
+    conversations' activity. A stored ``client_id`` raises IntegrityError for the whole batch."""
     if not arrivals:
         return []
     reopened = [
         conversation_set_status(conversation=c, status=Status.OPEN) if c.status == Status.CLOSED else c
-        for c, _ in arrivals
+        for c, _, _ in arrivals
     ]
     rows: list[Message] = []
     reserved: list[Message | None] = []
-    for conversation, (_, text) in zip(reopened, arrivals, strict=True):
-        rows.append(Message(conversation_id=conversation.pk, role=Message.Role.VISITOR, text=text))
+    for conversation, (_, text, client_id) in zip(reopened, arrivals, strict=True):
+        visitor = Message(conversation_id=conversation.pk, role=Message.Role.VISITOR, text=text)
+        visitor.client_id = client_id or None  # "" is no id
+        rows.append(visitor)
         reply = None
         if reserve_reply and conversation.status != Status.WITH_AGENT:
             reply = Message(
                 conversation_id=conversation.pk,
                 role=Message.Role.BOT,
                 source=Message.Source.LLM,
-                status=Message.Status.FAILED,
+                status=Message.Status.PENDING,
+                owner=reply_owner,
             )
             rows.append(reply)
         reserved.append(reply)
@@ -159,13 +198,8 @@ def feedback_save(
 ) -> Feedback | None:
     """Rate a reply of this conversation (rating again replaces the rating). None when the
     conversation has no such reply."""
-    message = (
-        Message.objects.filter(
-            pk=message_id, conversation_id=conversation_id, role__in=[Message.Role.BOT, Message.Role.AGENT]
-        )
-        .exclude(text="")
-        .first()
-    )
+    replies = Message.objects.visible().filter(role__in=[Message.Role.BOT, Message.Role.AGENT])
+    message = replies.filter(pk=message_id, conversation_id=conversation_id).first()
     if message is None:
         return None
     feedback, _ = Feedback.objects.update_or_create(

@@ -233,6 +233,20 @@ CHAT_QUEUE_MAX = env_int("CHAT_QUEUE_MAX", 5, minimum=0, maximum=100)
 CHAT_RATE_VISITOR = _rate("CHAT_RATE_VISITOR", env_str("CHAT_RATE_VISITOR", "10/60"))
 CHAT_RATE_IP = _rate("CHAT_RATE_IP", env_str("CHAT_RATE_IP", "60/60"))
 
+# --- Replies in flight (chatbot.inflight) ---------------------------------------------
+# A reply being streamed has its text so far written this often (one UPDATE for all of a
+# process's replies), so a crash loses at most about this much of what visitors saw.
+REPLY_FLUSH_SECONDS = env_float("REPLY_FLUSH_SECONDS", 1.0, minimum=0.05, maximum=60.0)
+# Each server process renews its heartbeat this often; one silent for PROCESS_DEAD_SECONDS
+# is taken for dead, and its replies still being written become partial.
+PROCESS_HEARTBEAT_SECONDS = env_float("PROCESS_HEARTBEAT_SECONDS", 5.0, minimum=0.1, maximum=300.0)
+PROCESS_DEAD_SECONDS = env_float("PROCESS_DEAD_SECONDS", 20.0, minimum=0.5, maximum=3600.0)
+if PROCESS_DEAD_SECONDS < 2 * PROCESS_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured(
+        "PROCESS_DEAD_SECONDS must be at least twice PROCESS_HEARTBEAT_SECONDS, "
+        f"got {PROCESS_DEAD_SECONDS:g} and {PROCESS_HEARTBEAT_SECONDS:g}"
+    )
+
 # --- Agent workspace (/agent/) -----------------------------------------------------
 # Members of this group (or staff users) may use the workspace.
 AGENT_GROUP = env_str("AGENT_GROUP", "agents")

@@ -24,11 +24,13 @@ def visitor_token_sign(*, bot: Bot, uid: uuid.UUID) -> str:
 def visitor_token_read(*, bot: Bot, token: object) -> uuid.UUID | None:
     """The visitor uid in ``token``, or None when it is missing, malformed, tampered with or
     was issued by another bot."""
-    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
+    # A token this module signs is ASCII (base64 and colons); anything else, a lone
+    # surrogate included (UnicodeEncodeError in signing), is not one.
+    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
         return None
     try:
         payload = signing.loads(token, key=bot.secret, salt=SALT)
-    except signing.BadSignature:
+    except (signing.BadSignature, ValueError):  # ValueError: garbage that still reached decoding
         return None
     if not isinstance(payload, dict) or payload.get("b") != bot.pk:
         return None

@@ -10,29 +10,33 @@ import codecs
 import csv
 import io
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import PurePath
 from typing import Any
 
-from django.core.exceptions import ValidationError
-from django.core.validators import validate_unicode_slug
-from django.db import transaction
+from django.db import DataError, IntegrityError, transaction
 
+from chatbot import bounded_json
+from chatbot.csv_cells import CSV_BOM, csv_line, formula_restore
 from chatbot.models import Bot
 from knowledge import services
-from knowledge.models import Entry, Tag
+from knowledge.io_fields import (
+    ALTERNATIVE_SEPARATOR,
+    MAX_ANSWER_CHARS,
+    TAG_SEPARATOR,
+    json_type,
+    record_check,
+)
+from knowledge.models import Entry
 
 FORMATS = ("csv", "json")
 COLUMNS = ("id", "question", "answer", "alternatives", "tags", "active")
 REQUIRED_COLUMNS = ("question", "answer")
-ALTERNATIVE_SEPARATOR = "|"
-TAG_SEPARATOR = ","
-MAX_ID_LENGTH: int = Entry._meta.get_field("external_id").max_length
-MAX_TAG_LENGTH: int = Tag._meta.get_field("name").max_length
-_TRUE = frozenset({"true", "1", "yes", "y"})
-_FALSE = frozenset({"false", "0", "no", "n"})
+# A knowledge-base file nests 3 levels (list, entry, alternatives); extra keys get room.
+MAX_JSON_DEPTH = 32
+MAX_FILE_BYTES = 64 * 1024 * 1024
 
 Error = tuple[int | None, str]
 
@@ -74,10 +78,6 @@ class ExportFailed(Exception):
     """The entries can't be written in the requested format without losing data."""
 
 
-class _Invalid(ValueError):
-    """One field's problem, collected with the others of its record."""
-
-
 # --- Parsing -------------------------------------------------------------------------
 
 
@@ -96,6 +96,8 @@ def parse_kb(data: bytes, *, fmt: str) -> list[EntryRow]:
     """Every entry of a CSV or JSON file, or ImportFailed listing every problem in it."""
     if fmt not in FORMATS:
         raise ValueError(f"Unknown format {fmt!r}; expected one of {', '.join(FORMATS)}.")
+    if len(data) > MAX_FILE_BYTES:
+        raise ImportFailed([(None, f"The file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB.")])
     text = _decode(data)
     if not text.strip():
         raise ImportFailed([(None, "The file is empty.")])
@@ -133,7 +135,14 @@ def _csv_records(text: str) -> Iterator[tuple[int, list[str] | str]]:
             yield start, cells
             start = reader.line_num + 1
     except csv.Error as err:
-        yield start, f"malformed CSV: {err}"
+        yield start, _csv_problem(err)
+
+
+def _csv_problem(err: csv.Error) -> str:
+    if "field larger than field limit" in str(err):
+        limit = csv.field_size_limit()
+        return f"a field is longer than {limit:,} characters (an answer may have {MAX_ANSWER_CHARS:,})"
+    return f"malformed CSV: {err}"
 
 
 def _parse_csv(text: str) -> list[EntryRow]:
@@ -168,26 +177,27 @@ def _csv_record(columns: list[str], cells: list[str] | str) -> Mapping[str, obje
         return (
             f"{len(cells)} cells but the header has {len(columns)} columns (quote fields that contain commas)"
         )
-    return {name: cell for name, cell in zip(columns, cells, strict=False) if name in COLUMNS}
+    # Exports neutralise formulas (chatbot.csv_cells); reading restores the text.
+    return {
+        name: formula_restore(cell) for name, cell in zip(columns, cells, strict=False) if name in COLUMNS
+    }
 
 
 def _parse_json(text: str) -> list[EntryRow]:
     try:
-        items = json.loads(text)
+        items = bounded_json.loads(text, max_depth=MAX_JSON_DEPTH)
     except json.JSONDecodeError as err:
         raise ImportFailed([(err.lineno, f"not valid JSON: {err.msg} (column {err.colno})")]) from None
+    except bounded_json.TooDeep as err:
+        reason = f"nested deeper than {err.max_depth} levels (column {err.colno}); entries need 3"
+        raise ImportFailed([(err.lineno, reason)]) from None
     if not isinstance(items, list):
-        raise ImportFailed([(None, f"The file must hold a JSON list of objects, not {_json_type(items)}.")])
+        raise ImportFailed([(None, f"The file must hold a JSON list of objects, not {json_type(items)}.")])
     raw: list[tuple[int, Mapping[str, object] | str]] = [
-        (n, item if isinstance(item, dict) else f"must be an object, not {_json_type(item)}")
+        (n, item if isinstance(item, dict) else f"must be an object, not {json_type(item)}")
         for n, item in enumerate(items, start=1)
     ]
     return _rows(raw, unit="item")
-
-
-def _json_type(value: object) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null"}
-    return names.get(type(value), "a number")
 
 
 def _rows(raw: list[tuple[int, Mapping[str, object] | str]], *, unit: str) -> list[EntryRow]:
@@ -199,7 +209,7 @@ def _rows(raw: list[tuple[int, Mapping[str, object] | str]], *, unit: str) -> li
         if isinstance(record, str):
             errors.append((line, record))
             continue
-        values, problems = _check_record(record)
+        values, problems = record_check(record)
         external_id = values.get("id", "")
         if external_id and external_id in first_line_of_id:
             problems.append(f"id {external_id!r} is also used by {unit} {first_line_of_id[external_id]}")
@@ -214,17 +224,6 @@ def _rows(raw: list[tuple[int, Mapping[str, object] | str]], *, unit: str) -> li
     return rows
 
 
-def _check_record(record: Mapping[str, object]) -> tuple[dict[str, Any], list[str]]:
-    values: dict[str, Any] = {}
-    problems: list[str] = []
-    for key, check in _CHECKS.items():
-        try:
-            values[key] = check(record.get(key))
-        except _Invalid as err:
-            problems.append(f"{key}: {err}")
-    return values, problems
-
-
 def _entry_row(line: int, values: Mapping[str, Any]) -> EntryRow:
     return EntryRow(
         line=line,
@@ -237,96 +236,34 @@ def _entry_row(line: int, values: Mapping[str, Any]) -> EntryRow:
     )
 
 
-# --- Field checks: each takes a cell (CSV: always text) or a JSON value ---------------
-
-
-def _check_id(value: object) -> str:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    text = _check_text(value)
-    if len(text) > MAX_ID_LENGTH:
-        raise _Invalid(f"longer than {MAX_ID_LENGTH} characters")
-    return text
-
-
-def _check_text(value: object) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise _Invalid(f"must be text, not {_json_type(value)}")
-    return value.strip()
-
-
-def _check_required(value: object) -> str:
-    text = _check_text(value)
-    if not text:
-        raise _Invalid("missing or empty")
-    return text
-
-
-def _check_list(value: object, *, separator: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        value = value.split(separator)
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise _Invalid(f"must be a list of strings or one string separated by {separator!r}")
-    return tuple(item.strip() for item in value if item.strip())
-
-
-def _check_tags(value: object) -> tuple[str, ...]:
-    tags = _check_list(value, separator=TAG_SEPARATOR)
-    for tag in tags:
-        if len(tag) > MAX_TAG_LENGTH:
-            raise _Invalid(f"{tag[:20]!r}... is longer than {MAX_TAG_LENGTH} characters")
-        try:
-            validate_unicode_slug(tag)
-        except ValidationError:
-            raise _Invalid(f"{tag!r} is not a tag: use letters, numbers, hyphens or underscores") from None
-    return tags
-
-
-def _check_active(value: object) -> bool:
-    if value is None or isinstance(value, bool):
-        return value is not False
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    word = value.strip().lower() if isinstance(value, str) else None
-    if word == "" or word in _TRUE:
-        return True
-    if word in _FALSE:
-        return False
-    raise _Invalid(f"{value!r} is not true or false")
-
-
-_CHECKS: dict[str, Callable[[object], Any]] = {
-    "id": _check_id,
-    "question": _check_required,
-    "answer": _check_required,
-    "alternatives": partial(_check_list, separator=ALTERNATIVE_SEPARATOR),
-    "tags": _check_tags,
-    "active": _check_active,
-}
-
-
 # --- Import and export ---------------------------------------------------------------
 
 
 def kb_import(*, bot: Bot, rows: Sequence[EntryRow]) -> ImportSummary:
-    """Upsert every row by its id in one transaction, then compute missing embeddings."""
+    """Upsert every row by its id in one transaction, then compute missing embeddings.
+
+    Rows come from ``parse_kb``, so the database should accept them all; if it doesn't
+    (another import adding the same id at the same moment), nothing is kept and the
+    reason is an ``ImportFailed`` like any other.
+    """
     created = 0
-    with transaction.atomic():
-        for row in rows:
-            _, was_created = services.entry_upsert(
-                bot=bot,
-                external_id=row.external_id,
-                question=row.question,
-                answer=row.answer,
-                alternatives=row.alternatives,
-                tags=row.tags,
-                is_active=row.active,
-            )
-            created += was_created
+    row: EntryRow | None = None
+    try:
+        with transaction.atomic():
+            for row in rows:
+                _, was_created = services.entry_upsert(
+                    bot=bot,
+                    external_id=row.external_id,
+                    question=row.question,
+                    answer=row.answer,
+                    alternatives=row.alternatives,
+                    tags=row.tags,
+                    is_active=row.active,
+                )
+                created += was_created
+    except (DataError, IntegrityError) as err:
+        where = f" at the entry {row.question[:60]!r}" if row else ""
+        raise ImportFailed([(None, f"The database refused the import{where}: {err}. Try again.")]) from err
     # The entries are saved whatever happens to the embeddings; a failure there is logged.
     transaction.on_commit(partial(services.entries_embed, bot=bot), robust=True)
     return ImportSummary(created=created, updated=len(rows) - created)
@@ -366,11 +303,9 @@ def _csv_bytes(records: list[dict[str, Any]]) -> bytes:
             f"These alternatives contain {ALTERNATIVE_SEPARATOR!r}, which separates alternatives in CSV; "
             "export JSON instead, or edit them: " + "; ".join(clashes)
         )
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(COLUMNS)
-    for record in records:
-        writer.writerow(
+    lines = [CSV_BOM, csv_line(COLUMNS)]
+    lines.extend(
+        csv_line(
             [
                 record["id"],
                 record["question"],
@@ -380,4 +315,6 @@ def _csv_bytes(records: list[dict[str, Any]]) -> bytes:
                 "true" if record["active"] else "false",
             ]
         )
-    return ("\ufeff" + out.getvalue()).encode("utf-8")
+        for record in records
+    )
+    return "".join(lines).encode("utf-8")

@@ -114,12 +114,6 @@ class KnownCountPaginator(Paginator):
         return self._known_count
 
 
-def shown_messages() -> QuerySet[Message]:
-    """Messages that are part of the record: a reply being written is reserved as an
-    empty row, and an empty row is never a real message."""
-    return Message.objects.exclude(text="")
-
-
 def _day_start(day: date) -> datetime:
     return timezone.make_aware(datetime.combine(day, time.min))
 
@@ -131,7 +125,7 @@ def _option_q(name: str, value: str) -> Q:
     if name == "status":
         return Q(status=value)
     if name == "answered":
-        replies = shown_messages().filter(role__in=REPLY_ROLES, source=value)
+        replies = Message.objects.visible().filter(role__in=REPLY_ROLES, source=value)
         return Q(pk__in=replies.values("conversation_id"))
     if name == "rating":
         rated = Feedback.objects.filter(rating=value)
@@ -153,14 +147,14 @@ def _search_lookup(q: str) -> dict[str, str]:
 def _search_in(q: str) -> Q:
     """Conversations with a message containing ``q``, as one pass over the messages:
     for counting every row."""
-    return Q(pk__in=Message.objects.filter(**_search_lookup(q)).values("conversation_id"))
+    return Q(pk__in=Message.objects.visible().filter(**_search_lookup(q)).values("conversation_id"))
 
 
 def _search_each(q: str) -> Q:
     """The same, checked row by row: for one page in list order, where the database walks
     the activity index and stops after a page of matches. A scalar subquery rather than
     EXISTS, which PostgreSQL would turn into a join over every message."""
-    hit = Message.objects.filter(conversation=OuterRef("pk"), **_search_lookup(q)).order_by()
+    hit = Message.objects.visible().filter(conversation=OuterRef("pk"), **_search_lookup(q)).order_by()
     return Q(IsNull(Subquery(hit.values("pk")[:1]), False))
 
 
@@ -267,7 +261,7 @@ def conversation_rows(*, conversations: list[Conversation]) -> list[Conversation
         return []
     source_counts = {s: Count("pk", filter=Q(source=s, role__in=REPLY_ROLES)) for s in SOURCES}
     stats = (
-        shown_messages()
+        Message.objects.visible()
         .filter(conversation_id__in=rows)
         .values("conversation_id")
         .annotate(
@@ -330,7 +324,7 @@ def conversation_row_batches(
 def transcript_messages(*, conversation: Conversation) -> list[Message]:
     """The conversation's messages in order, with feedback, matched entry and corrections."""
     return list(
-        shown_messages()
+        Message.objects.visible()
         .filter(conversation=conversation)
         .select_related("feedback", "matched_entry")
         .prefetch_related("corrections")

@@ -84,9 +84,11 @@ class GapReport:
 
 
 def _next_reply() -> QuerySet[Message]:
-    return Message.objects.filter(
-        conversation_id=OuterRef("conversation_id"), pk__gt=OuterRef("pk"), role__in=REPLY_ROLES
-    ).order_by("pk")
+    return (
+        Message.objects.visible()
+        .filter(conversation_id=OuterRef("conversation_id"), pk__gt=OuterRef("pk"), role__in=REPLY_ROLES)
+        .order_by("pk")
+    )
 
 
 def _gap_rows(*, bots: QuerySet[Bot], since: datetime) -> QuerySet[Message]:
@@ -95,8 +97,8 @@ def _gap_rows(*, bots: QuerySet[Bot], since: datetime) -> QuerySet[Message]:
 
     rating = Feedback.objects.filter(message_id=OuterRef("reply_id")).values("rating")[:1]
     return (
-        Message.objects.filter(role=Message.Role.VISITOR, created_at__gte=since)
-        .exclude(text="")
+        Message.objects.visible()
+        .filter(role=Message.Role.VISITOR, created_at__gte=since)
         # The bot by primary-key lookup rather than a join: the planner can't estimate the
         # reply filters below, and a join planned for "a few rows" rescans conversations per row.
         .annotate(
@@ -113,7 +115,7 @@ def _gap_rows(*, bots: QuerySet[Bot], since: datetime) -> QuerySet[Message]:
             reply_text=reply("text"),
             corrected=Exists(Correction.objects.filter(message_id=OuterRef("reply_id"))),
         )
-        # An empty bot row is a reply still being written, not a reply.
+        # A question without a visible reply (none yet, or one still being written) is no gap.
         .filter(reply_text__gt="", corrected=False)
         .filter(Q(reply_source__in=UNANSWERED) | Q(reply_rating=Feedback.Rating.DOWN))
     )

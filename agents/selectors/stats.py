@@ -21,7 +21,7 @@ from django.utils import timezone
 from agents.models import Correction
 from agents.selectors.localtime import LocalDate, LocalHour
 from agents.selectors.percentiles import ttft_percentiles
-from chatbot.models import Conversation, Feedback, Message
+from chatbot.models import Conversation, Feedback, Message, MessageQuerySet
 from knowledge.models import Entry
 
 Role, Source = Message.Role, Message.Source
@@ -213,13 +213,13 @@ def statistics_collect(*, bot_ids: Sequence[int] | None, period: Period) -> Stat
     )
 
 
-def _messages(*, bot_ids: Sequence[int] | None, period: Period) -> QuerySet[Message]:
+def _messages(*, bot_ids: Sequence[int] | None, period: Period) -> MessageQuerySet:
     messages = Message.objects.filter(created_at__gte=period.start, created_at__lt=period.end)
     return messages if bot_ids is None else messages.filter(conversation__bot_id__in=bot_ids)
 
 
 def _replies(*, bot_ids: Sequence[int] | None, period: Period) -> QuerySet[Message]:
-    return _messages(bot_ids=bot_ids, period=period).filter(role__in=REPLY_ROLES).exclude(text="")
+    return _messages(bot_ids=bot_ids, period=period).visible().filter(role__in=REPLY_ROLES)
 
 
 def activity_count(*, bot_ids: Sequence[int] | None, period: Period) -> Activity:
@@ -237,8 +237,8 @@ def activity_count(*, bot_ids: Sequence[int] | None, period: Period) -> Activity
     )
     spoken = (
         _messages(bot_ids=bot_ids, period=period)
+        .visible()
         .filter(role__in=SPOKEN_ROLES)
-        .exclude(text="")
         .values(day=period.local_date("created_at"), hour=period.local_hour("created_at"))
         .annotate(n=Count("id"))
         .order_by()
@@ -335,10 +335,8 @@ def gap_count(*, bot_ids: Sequence[int] | None, period: Period) -> int:
     of the conversation) came from the LLM or the fallback, or was rated thumbs-down, and
     has not been corrected into the knowledge base: the questions the gap report groups."""
     reply = (
-        Message.objects.filter(
-            conversation_id=OuterRef("conversation_id"), id__gt=OuterRef("id"), role__in=REPLY_ROLES
-        )
-        .exclude(text="")
+        Message.objects.visible()
+        .filter(conversation_id=OuterRef("conversation_id"), id__gt=OuterRef("id"), role__in=REPLY_ROLES)
         .order_by("id")
         .values("id")[:1]
     )

@@ -4,7 +4,6 @@ that describe conversations to agents. Shared parts (errors, text checks) are ``
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -53,12 +52,7 @@ BEFORE_HELLO = (AgentHello, frames.Ping)
 
 
 def agent_frame_parse(raw: str, *, max_chars: int) -> AgentFrame:
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise FrameError(frames.BAD_JSON, "A frame must be valid JSON.") from None
-    if not isinstance(data, dict):
-        raise FrameError(frames.BAD_JSON, "A frame must be a JSON object.")
+    data = frames.frame_object(raw)
     kind = data.get("type")
     if kind == "hello":
         return AgentHello()

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from chatbot import bounded_json
 from chatbot.chat import texts
 from chatbot.models import Message
 
@@ -92,13 +93,28 @@ class FrameError(Exception):
         return error(self.code, self.message, self.client_id, **extra)
 
 
-def frame_parse(raw: str, *, max_chars: int) -> ClientFrame:
+MAX_DEPTH = 32  # protocol frames nest one level (an object of plain values)
+
+
+def frame_bytes(text_data: str | None, bytes_data: bytes | None) -> int:
+    """The size of a websocket message in bytes, as sent on the wire. Never raises: a text
+    that holds lone surrogates (only a test client can send one) counts them as 3 bytes."""
+    if text_data is not None:
+        return len(text_data.encode("utf-8", "surrogatepass"))
+    return len(bytes_data or b"")
+
+
+def frame_object(raw: str) -> dict[str, Any]:
+    """The JSON object of a frame of either socket, within ``bounded_json``'s limits (nesting
+    depth, integers), or FrameError ``bad_json``."""
     try:
-        data = json.loads(raw)
-    except ValueError:
-        raise FrameError(BAD_JSON, "A frame must be valid JSON.") from None
-    if not isinstance(data, dict):
-        raise FrameError(BAD_JSON, "A frame must be a JSON object.")
+        return bounded_json.object_loads(raw, max_depth=MAX_DEPTH)
+    except bounded_json.BadJSON as err:
+        raise FrameError(BAD_JSON, str(err)) from None
+
+
+def frame_parse(raw: str, *, max_chars: int) -> ClientFrame:
+    data = frame_object(raw)
     kind = data.get("type")
     parse = _PARSERS.get(kind) if isinstance(kind, str) else None
     if parse is None:
@@ -196,9 +212,11 @@ def display_name(user: Any) -> str:
     return user.get_full_name() or user.get_username()
 
 
-def message_item(message: Message) -> dict[str, Any]:
+def message_item(message: Message, *, client_id: bool = False) -> dict[str, Any]:
     """A stored message as the history (and other tabs, and agents) see it. An agent's
-    message also names its author (``author`` should be selected with the message)."""
+    message also names its author (``author`` should be selected with the message). With
+    ``client_id`` (the visitor's own history), a visitor message the widget sent with a
+    ``client_id`` carries it: the widget recognises what it sent but never saw acknowledged."""
     item = {
         "id": message.pk,
         "role": message.role,
@@ -209,6 +227,8 @@ def message_item(message: Message) -> dict[str, Any]:
     }
     if message.role == Message.Role.AGENT:
         item["agent"] = display_name(message.author) if message.author_id else None
+    if client_id and message.client_id:
+        item["client_id"] = message.client_id
     return item
 
 

@@ -28,7 +28,16 @@ from django.utils import timezone
 from chatbot.chat import frames
 from chatbot.handoff import visitor_message_store
 from chatbot.models import Conversation, Message
-from chatbot.replying import NO_LLM, ReplyDelta, ReplyEnd, ReplyEvent, ReplyStart, reply_stream
+from chatbot.replying import (
+    NO_LLM,
+    ReplyDelta,
+    ReplyDuplicate,
+    ReplyEnd,
+    ReplyEvent,
+    ReplyStart,
+    reply_stream,
+)
+from chatbot.services import DuplicateMessage
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +104,11 @@ async def reply_relay(
     """Store and answer one visitor message, sending ``ack``, ``reply.start``,
     ``reply.delta``s and ``reply.end`` (and an ``error`` when the LLM failed). While an
     agent has the conversation: only the ``ack``, and the message (a history item) goes
-    ``to_agents``."""
+    ``to_agents``. A message sent again (its ``client_id`` is stored): only the original's
+    ``ack``."""
     reply = _Reply(client_id, to_self, to_others, to_agents)
     try:
-        stream = reply_stream(conversation_id=conversation_id, text=text)
+        stream = reply_stream(conversation_id=conversation_id, text=text, client_id=client_id)
         async with conversation_lock(conversation_id), aclosing(stream) as events:
             async for event in events:
                 await _relay(reply, event, text)
@@ -110,6 +120,8 @@ async def reply_relay(
             await reply.others_flush()
             await to_others(_end(reply, "".join(reply.parts), status))
         raise
+    except Conversation.DoesNotExist:
+        raise  # erased while the socket was open: the consumer closes it (closecodes.ERASED)
     except Exception:
         log.exception("reply failed in conversation %s", conversation_id)
         if reply.source:
@@ -120,7 +132,9 @@ async def reply_relay(
 
 
 async def _relay(reply: _Reply, event: ReplyEvent, text: str) -> None:
-    if isinstance(event, ReplyStart):
+    if isinstance(event, ReplyDuplicate):
+        await reply.to_self(_ack_again(reply.client_id, event.visitor_message_id))
+    elif isinstance(event, ReplyStart):
         reply.reply_id = event.reply_id
         reply.visitor_message_id = event.visitor_message_id
         await reply.to_self({"type": "ack", "client_id": reply.client_id, "id": event.visitor_message_id})
@@ -173,20 +187,30 @@ def _llm_problem(end: ReplyEnd) -> str:
 
 async def visitor_message_relay(
     *, conversation_id: int, text: str, client_id: str | None, to_self: Send, to_others: Send, to_agents: Send
-) -> str:
+) -> str | None:
     """Store a visitor message the bot is not to answer (it asks for a person), send its
     ``ack`` and pass it to the other tabs (and to the agents, when one has the
-    conversation). Returns the conversation's status."""
-    async with conversation_lock(conversation_id):
-        message, status = await database_sync_to_async(visitor_message_store)(
-            conversation_id=conversation_id, text=text
-        )
+    conversation). Returns the conversation's status; None for a message sent again (its
+    ``client_id`` is stored), which gets the original's ``ack`` and nothing else."""
+    try:
+        async with conversation_lock(conversation_id):
+            message, status = await database_sync_to_async(visitor_message_store)(
+                conversation_id=conversation_id, text=text, client_id=client_id
+            )
+    except DuplicateMessage as duplicate:
+        await to_self(_ack_again(client_id, duplicate.original.pk))
+        return None
     await to_self({"type": "ack", "client_id": client_id, "id": message.pk})
     item = frames.message_item(message)
     await to_others({"type": "message", **item})
     if status == Conversation.Status.WITH_AGENT:
         await to_agents(item)
     return status
+
+
+def _ack_again(client_id: str | None, message_id: int) -> dict[str, Any]:
+    """The ack of a message that was stored before: no reply follows it."""
+    return {"type": "ack", "client_id": client_id, "id": message_id, "duplicate": True}
 
 
 def _visitor_item(message_id: int, text: str) -> dict[str, Any]:

@@ -218,7 +218,7 @@ let typingTimer = 0;
 const queue = []; // typed while offline: {cid, text, row}
 const inflight = new Map(); // client_id -> item, sent and not acknowledged
 const rows = new Map(); // message or reply id -> row
-const t0 = Date.now().toString(36);
+const t0 = Math.random().toString(36).slice(2);
 let seq = 0;
 
 const send = (frame) => {
@@ -416,11 +416,11 @@ const on = {
     }
     conversation = f.conversation;
     if (f.max_chars > 0) ui.input.maxLength = f.max_chars;
-    // Sent as the connection dropped: stored (in the history: adopt) or not (resend first).
+    // Never acknowledged: adopt from the history by client_id, else resend (same id).
     const lost = [...inflight.values()];
     inflight.clear();
     for (const m of f.messages || []) {
-      const i = m.role === 'visitor' && !rows.has(String(m.id)) ? lost.findIndex((x) => x.text === m.text) : -1;
+      const i = m.client_id && !rows.has(String(m.id)) ? lost.findIndex((x) => x.cid === m.client_id) : -1;
       if (i >= 0) bind(m.id, lost.splice(i, 1)[0].row);
     }
     queue.unshift(...lost);
@@ -430,6 +430,12 @@ const on = {
     for (const m of f.messages || []) {
       showMessage(m, before);
       markId(m.id);
+    }
+    // Streaming when the socket dropped, not in the history: cut off.
+    for (const [id, row] of rows) {
+      if (row.$kind !== 'bot' || row.$status) continue;
+      if (!row.$text) rows.delete(id), row.remove();
+      else (row.$status = row.dataset.status = 'partial'), setMeta(row, t.partial);
     }
     delay = 0;
     setState('online');
@@ -449,7 +455,7 @@ const on = {
     inflight.delete(f.client_id);
     bind(f.id, item.row);
     markId(f.id);
-    if (!agent) typing(true); // being answered now
+    if (!agent && !f.duplicate) typing(true); // being answered now
     flush();
   },
   'reply.start'(f) {

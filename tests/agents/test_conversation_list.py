@@ -45,8 +45,8 @@ def world() -> dict[str, Any]:
     Label.objects.create(name="billing").conversations.add(handoff, refund)
     reserved = make_conversation(shop, last_activity_at=at(16))
     make_message(reserved, text="hi there")
-    # A reply still being written: an empty row that is no real reply.
-    make_message(reserved, role="bot", source="llm", text="", status="failed")
+    # A reply still being written (its text so far is saved while it streams): no reply yet.
+    make_message(reserved, role="bot", source="llm", text="Hello th", status="pending")
     return {
         "shop": shop,
         "other": other,

@@ -248,7 +248,7 @@ def test_it_is_a_404_for_another_bots_reply(reply: Message) -> None:
 def test_it_is_a_404_for_anything_but_a_bots_reply(client: Client, conversation: Conversation) -> None:
     visitor = make_message(conversation, text="Hi")
     agent = make_message(conversation, role="agent", source="agent", text="A person here.")
-    reserved = make_message(conversation, role="bot", source="llm", text="", status="failed")
+    reserved = make_message(conversation, role="bot", source="llm", text="Being wri", status="pending")
     for message in (visitor, agent, reserved):
         assert client.get(url(message)).status_code == 404
         assert client.post(url(message), {"mode": "entry", "question": "Q", "answer": "A"}).status_code == 404

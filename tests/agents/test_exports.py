@@ -19,6 +19,7 @@ from django.urls import reverse
 from agents.exports import CONVERSATION_FIELDS, MESSAGE_FIELDS, csv_cell
 from agents.models import Label, Note
 from agents.selectors.conversations import ConversationFilters, conversation_row_batches
+from chatbot.csv_cells import csv_line
 from chatbot.models import Conversation, Feedback, Message, Visitor
 from knowledge.models import Entry
 from tests.agents.conftest import client_for, make_user
@@ -75,6 +76,8 @@ def list_export(client: Client, fmt: str, **params: Any) -> Any:
         ("-1", "'-1"),
         ("@cmd", "'@cmd"),
         ("\tx", "'\tx"),
+        ("\rx", "'\rx"),
+        ("'=x", "''=x"),
         ("a=b", "a=b"),
         (-5, "-5"),
         (Decimal("0.5"), "0.5"),
@@ -85,7 +88,7 @@ def list_export(client: Client, fmt: str, **params: Any) -> Any:
     ],
 )
 def test_it_guards_csv_cells_against_formulas(value: Any, cell: str) -> None:
-    assert csv_cell(value) == cell
+    assert next(csv.reader([csv_line([csv_cell(value)])])) == [cell]
 
 
 def test_it_exports_the_conversation_list_as_csv(staff_client: Client, conversation: Conversation) -> None:
@@ -177,6 +180,29 @@ def test_it_exports_a_transcript_as_csv(staff_client: Client, conversation: Conv
         "true",
     )
     assert (reply["feedback_rating"], reply["feedback_comment"]) == ("up", "'+1 thanks")
+
+
+FORMULAS = ["=cmd|' /C calc'!A0", "+1+1", "-2+3", "@SUM(1)", "\tx", "\rx", "'=quoted"]
+
+
+def test_every_formula_cell_of_a_transcript_is_neutralised(staff_client: Client) -> None:
+    conversation = make_conversation(make_bot())
+    for text in FORMULAS:
+        make_message(conversation, text=text)
+    rows = csv_rows(staff_client.get(reverse("agents:transcript_export", args=[conversation.pk, "csv"])))
+    assert [row["text"] for row in rows] == ["'" + text for text in FORMULAS]
+
+
+def test_every_formula_cell_of_the_conversation_list_is_neutralised(staff_client: Client) -> None:
+    bot = make_bot(name="@bot")
+    for text in FORMULAS:
+        visitor = Visitor.objects.create(bot=bot, name=text, email="-" + text)
+        make_message(make_conversation(bot, visitor=visitor), text=text)
+    rows = csv_rows(list_export(staff_client, "csv"))
+    assert sorted(row["first_question"] for row in rows) == sorted("'" + text for text in FORMULAS)
+    assert sorted(row["visitor_name"] for row in rows) == sorted("'" + text for text in FORMULAS)
+    assert {row["bot_name"] for row in rows} == {"'@bot"}
+    assert sorted(row["visitor_email"] for row in rows) == sorted("'-" + text for text in FORMULAS)
 
 
 def test_it_exports_a_transcript_as_json(staff_client: Client, conversation: Conversation) -> None:

@@ -203,7 +203,7 @@ def test_the_queue_is_oldest_request_first_and_mine_is_the_agents_own() -> None:
     late = make_conversation(bot, status=WAITING, handoff_requested_at=now)
     early = make_conversation(bot, status=WAITING, handoff_requested_at=now - timedelta(minutes=3))
     make_message(early, text="x" * 300)
-    make_message(early, role="bot", text="", source="llm", status="failed")  # a reply being written
+    make_message(early, role="bot", text="Let me", source="llm", status="pending")  # being written
     ann, bob = make_user("ann", staff=True), make_user("bob", staff=True)
     ours = make_conversation(bot, status=WITH_AGENT, assigned_agent=ann)
     make_conversation(bot, status=WITH_AGENT, assigned_agent=bob)

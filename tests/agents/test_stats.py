@@ -97,7 +97,7 @@ def shop() -> dict[str, Any]:
     say(c4, at(3, 10), text="asdf")
     say(c4, at(3, 10, 0, 1), B, source=FB, ttft_ms=8)
     say(c4, at(3, 10, 1), text="hello?")
-    say(c4, at(3, 10, 1, 1), B, source=LLM, text="", status=Message.Status.FAILED)
+    say(c4, at(3, 10, 1, 1), B, source=LLM, text="Being wri", status=Message.Status.PENDING)
 
     c5 = make_conversation(other, started_at=at(2, 12))
     say(c5, at(2, 12))

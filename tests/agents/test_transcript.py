@@ -84,7 +84,7 @@ def test_it_escapes_message_text(staff_client: Client, conversation: Conversatio
 
 def test_it_hides_a_reply_still_being_written(staff_client: Client, conversation: Conversation) -> None:
     make_message(conversation, text="hello")
-    reserved = make_message(conversation, role="bot", source="llm", text="", status="failed")
+    reserved = make_message(conversation, role="bot", source="llm", text="We ship to", status="pending")
     content = page(staff_client, conversation)
     assert f'id="message-{reserved.pk}"' not in content
     assert reverse("agents:correct", args=[reserved.pk]) not in content

@@ -9,7 +9,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from chatbot.models import Message
-from tests.browser.widget import Widget, demo_bot_for
+from tests.browser.widget import REPLY_TIMEOUT, ROOT_JS, Widget, demo_bot_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio(loop_scope="session")]
 
@@ -89,3 +89,31 @@ async def test_a_second_tab_of_the_same_visitor_sees_the_conversation_live(
     await second.wait_replies(2)
     assert RETURN_ANSWER in await second.reply_text()
     assert await second.visitor_rows.all_inner_texts() == ["Where is my order?", "How do I return an item?"]
+
+
+async def test_a_reply_cut_off_by_a_server_crash_says_so_once_the_widget_resyncs(
+    live_server_process: Any, page: Any
+) -> None:
+    await demo_bot_for(live_server_process.url)
+    await page.goto(live_server_process.url + "/demo/")
+    widget = Widget(page)
+    await widget.open()
+    await widget.ask("Tell me about Mars [[fake: tokens=400 delay_ms=50]]")  # 20 s of streaming
+    await page.wait_for_function(
+        f"() => [...{ROOT_JS}.querySelectorAll('.row.bot[data-id]:not([data-status])')]"
+        ".some((row) => row.textContent.length > 40)",
+        timeout=REPLY_TIMEOUT,
+    )
+    try:
+        live_server_process.process.kill()  # SIGKILL: no reply.end, no close frame
+        await asyncio.to_thread(live_server_process.process.wait)
+        await widget.wait_state_not("online")
+    finally:
+        await asyncio.to_thread(live_server_process.start)  # same port
+
+    await widget.wait_state("online")
+    cut = page.locator("chatbot-widget .row.bot[data-status=partial]")
+    await cut.wait_for(timeout=30_000)
+    assert await cut.locator(".meta").inner_text() == "This reply was cut off."
+    assert (await cut.locator(".bubble").inner_text()).startswith("tok1 tok2 tok3")
+    assert await cut.locator(".meta button").count() == 0  # rated once the server has it

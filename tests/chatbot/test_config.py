@@ -130,6 +130,12 @@ def test_settings_name_a_bad_variable_at_start_up() -> None:
     assert "LLM_CONNECT_TIMEOUT must be a number" in result.stderr
 
 
+def test_settings_refuse_a_process_taken_for_dead_between_two_heartbeats() -> None:
+    result = _load_settings(PROCESS_HEARTBEAT_SECONDS="5", PROCESS_DEAD_SECONDS="8")
+    assert result.returncode != 0
+    assert "PROCESS_DEAD_SECONDS must be at least twice PROCESS_HEARTBEAT_SECONDS" in result.stderr
+
+
 def test_settings_switch_to_postgres_and_redis_from_the_environment() -> None:
     result = _load_settings(
         DEBUG="0", SECRET_KEY="x" * 40, DATABASE_URL="postgres://h/db", REDIS_URL="redis://127.0.0.1:6379/0"

@@ -123,7 +123,7 @@ async def test_a_returning_visitor_resumes_their_conversation_with_its_history()
     answer = await db(
         make_message, conversation, role="bot", text="Yes, to the EU.", source="knowledge", status="complete"
     )
-    await db(make_message, conversation, role="bot", text="", source="llm", status="failed")  # reserved
+    await db(make_message, conversation, role="bot", text="Being wri", source="llm", status="pending")
     notice = await db(make_message, conversation, role="system", text="Ann joined the conversation.")
     ann = await db(User.objects.create_user, username="ann", first_name="Ann", last_name="Lee")
     said = await db(make_message, conversation, role="agent", text="Hi!", source="agent", author=ann)

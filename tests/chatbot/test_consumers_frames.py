@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from chatbot.chat import frames
-from chatbot.chat.frames import Contact, FrameError, Hello, Rate, Say, Typing, encode, frame_parse
+from chatbot.chat.agent_frames import agent_frame_parse
+from chatbot.chat.frames import (
+    MAX_DEPTH,
+    Contact,
+    FrameError,
+    Hello,
+    Ping,
+    Rate,
+    Say,
+    Typing,
+    encode,
+    frame_bytes,
+    frame_parse,
+)
 
 
 def parse(frame: dict[str, Any] | str, max_chars: int = 20) -> Any:
@@ -123,3 +138,80 @@ def test_contact_and_typing_frames(frame: dict[str, Any], expected: Any) -> None
 @pytest.mark.parametrize("email", [None, 5, "", "   ", "a" * 250 + "@x.io"])
 def test_a_contact_without_a_plausible_address_is_bad_email(email: Any) -> None:
     assert code_of({"type": "contact", "email": email}) == "bad_email"
+
+
+# --- Bounds: every frame of both sockets (chatbot.bounded_json) -----------------------
+
+BOTH = pytest.mark.parametrize("parse_frame", [frame_parse, agent_frame_parse], ids=["chat", "agent"])
+
+
+def nested(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+@BOTH
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        (nested(1000), "nest at most 32"),
+        ('{"type": "ping", "x": ' + nested(MAX_DEPTH) + "}", "nest at most 32"),
+        ('{"a": ' * 5000, "nest at most 32"),  # never closed
+        ('{"type": "ping", "x": "a\\\\", "y": ' + nested(40) + "}", "nest"),  # an escaped backslash ends
+        ('{"type": "feedback", "id": 9223372036854775808, "rating": "up"}', "Integers"),
+        ('{"type": "feedback", "id": -9223372036854775809, "rating": "up"}', "Integers"),
+        ('{"type": "hello", "after": ' + "9" * 5000 + "}", "Integers"),
+        ('{"type": "hello", "after": NaN}', "NaN is not JSON"),
+        ('{"type": "hello", "after": -Infinity}', "-Infinity is not JSON"),
+        ('{"type": "ping"', "valid JSON"),
+        ('{"type": "ping", "x": "\\ud800\\"}', "valid JSON"),  # an escaped quote: unterminated
+        ("[]", "JSON object"),
+    ],
+)
+def test_a_frame_outside_the_bounds_is_bad_json(parse_frame: Callable[..., Any], raw: str, says: str) -> None:
+    with pytest.raises(FrameError) as caught:
+        parse_frame(raw, max_chars=20)
+    assert caught.value.code == "bad_json"
+    assert says in caught.value.message
+
+
+@BOTH
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"type": "ping", "x": ' + nested(MAX_DEPTH - 1) + "}",  # the object is the 32nd level
+        '{"type": "ping", "x": "' + "[" * 5000 + '"}',  # brackets in a string do not nest
+        '{"type": "ping", "x": "\\"' + "{" * 40 + '"}',  # nor after an escaped quote
+        '{"type": "ping", "x": [' + "[], " * 5000 + "[]]}",  # wide is not deep
+        '{"type": "ping", "n": 9223372036854775807, "m": -9223372036854775808, "f": 1e999}',
+        '{"type": "ping", "s": "\\ud800", "\\udfff": 0}',
+    ],
+)
+def test_a_frame_within_the_bounds_parses(parse_frame: Callable[..., Any], raw: str) -> None:
+    assert parse_frame(raw, max_chars=20) == Ping()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '"' + '\\"' * 16000,  # an unterminated string of escaped quotes
+        "[" * 16000,
+        '["' * 16000,
+        '{"a":[' * 5000,
+    ],
+)
+def test_the_bounds_cost_linear_time_on_hostile_frames(raw: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(FrameError):
+        frame_parse(raw, max_chars=20)
+    # About 1 ms each here; a scan that backtracked would take seconds on 32 KB.
+    assert time.perf_counter() - started < 0.5
+
+
+@pytest.mark.parametrize(
+    ("text_data", "bytes_data", "size"),
+    [("ab", None, 2), ("é你", None, 5), ("\ud800", None, 3), (None, b"\xff\xfe", 2), (None, None, 0)],
+)
+def test_a_frame_is_measured_in_bytes_without_raising(
+    text_data: str | None, bytes_data: bytes | None, size: int
+) -> None:
+    assert frame_bytes(text_data, bytes_data) == size

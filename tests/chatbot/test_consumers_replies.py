@@ -11,9 +11,9 @@ import pytest
 
 from chatbot import replying
 from chatbot.chat.relay import conversation_lock
-from devtools.fake_llm.server import FakeLLMServer
 from chatbot.llm.types import ChatRequest, ChatResult, Delta
 from chatbot.models import Conversation, Message
+from devtools.fake_llm.server import FakeLLMServer
 from knowledge.models import Entry
 from tests.chatbot.ws_client import (
     WAIT,
@@ -341,7 +341,7 @@ async def test_two_tabs_sending_at_once_get_one_reply_after_the_other(
     async with two_tabs(bot) as (first, second, welcome):
         async with conversation_lock(welcome["conversation"]):
             for comm, text in ((first, "from A [[fake: tokens=4]]"), (second, "from B [[fake: tokens=2]]")):
-                await send(comm, type="message", text=text, client_id="c")
+                await send(comm, type="message", text=text, client_id=text[5])  # each its own id
                 await send(comm, type="ping")  # both workers are now waiting for the conversation
                 await until(comm, "pong")
         seen_by_a = await until(first, "reply.end")

@@ -38,6 +38,11 @@ def test_the_token_does_not_name_the_uid_in_the_clear_nor_the_secret() -> None:
         "no-signature-here",
         "x" * 501,
         "é:é:é",
+        "\ud800:abc:def",  # a lone surrogate: signing can't even encode it
+        "abc:def:\udfff",
+        "\x00:\x00:\x00",
+        ":",
+        "::::",
     ],
 )
 def test_garbage_is_no_visitor(token: object) -> None:
@@ -65,3 +70,9 @@ def test_a_token_is_only_good_for_its_own_bot() -> None:
 def test_a_well_signed_but_malformed_payload_is_no_visitor(payload: object) -> None:
     token = signing.dumps(payload, key=bot().secret, salt=SALT)
     assert visitor_token_read(bot=bot(), token=token) is None
+
+
+def test_a_token_with_a_lone_surrogate_next_to_a_valid_signature_is_no_visitor() -> None:
+    token = visitor_token_sign(bot=bot(), uid=UID)
+    assert visitor_token_read(bot=bot(), token=token + "\ud800") is None
+    assert visitor_token_read(bot=bot(), token="\ud800" + token) is None

@@ -350,7 +350,7 @@ def test_storing_messages_together_fails_only_the_one_whose_conversation_is_gone
 
 def test_storing_replies_together_uses_the_reserved_rows_and_flags_only_the_fallbacks() -> None:
     first, second = make_conversation(), make_conversation()
-    reserved = make_message(first, role="bot", source="llm", status="failed", text="")
+    reserved = make_message(first, role="bot", source="llm", status="pending", text="From t")
     rows = [
         replying._reply_row(first.pk, reply_id=reserved.pk, text="From the KB.", source="knowledge"),
         replying._reply_row(
