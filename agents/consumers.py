@@ -1,11 +1,13 @@
-"""The agent socket, ``ws://HOST/ws/agent/`` (README "The agent socket"): the live console's
+"""The agent socket, ``ws://HOST/ws/agent/`` (docs/agent-socket.md): the live console's
 connection. Signed in by the workspace's session cookie (``AuthMiddlewareStack`` on this
 route only); anyone who is not an agent is closed with AGENT_FORBIDDEN. Nothing a visitor
 holds (a visitor token) is ever read here.
 
-Each frame is parsed (``chatbot.chat.agent_frames``), handed to one function of
-``agents.live``, and answered; the visitor and the other agents hear of it over the channel
-layer (``chatbot.chat.events``), so the two sides may be on different server processes.
+Each frame is parsed (``agents.frames``), handed to one function of ``agents.live``, and
+answered; the visitor and the other agents hear of it over the channel layer
+(``chatbot.chat.events``), so the two sides may be on different server processes. What a
+visitor does arrives as plain events (``visitor.message``, ``visitor.typing``) that this
+side turns into its frames.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from agents import frames as agent_frames
 from agents import live
+from agents.frames import Act, AgentHello, Open, Reply
 from chatbot import closecodes
-from chatbot.chat import access, agent_frames, events, frames
-from chatbot.chat.agent_frames import Act, AgentHello, Open, Reply
+from chatbot.chat import access, events, frames
 from chatbot.chat.frames import FrameError
-from chatbot.replying import kb_match
+from chatbot.replying import Matcher, kb_match
+from knowledge import matching
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,10 @@ SUGGESTIONS = 3  # knowledge-base entries suggested for the visitor's latest que
 class AgentConsumer(AsyncWebsocketConsumer):
     agent: Any = None  # the signed-in agent (a user); None: refused or closing
     ready = False  # after hello
+
+    def __init__(self, *, matcher: Matcher = matching) -> None:
+        super().__init__()
+        self.matcher = matcher  # the knowledge base, for the suggestions
 
     async def connect(self) -> None:
         self.joined: set[str] = set()
@@ -138,7 +146,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             raise
         suggestions: list[Any] = []
         if question:
-            result = await kb_match(conversation.bot, question)
+            result = await kb_match(conversation.bot, question, matcher=self.matcher)
             suggestions = list(result.candidates[:SUGGESTIONS]) if result is not None else []
         await self.send_frame(agent_frames.conversation_frame(conversation, messages, suggestions))
 
@@ -217,3 +225,11 @@ class AgentConsumer(AsyncWebsocketConsumer):
     async def agent_frame(self, event: dict[str, Any]) -> None:
         if self.ready and self.agent is not None and event["sender"] != self.channel_name:
             await self.send_frame(event["frame"])
+
+    async def visitor_message(self, event: dict[str, Any]) -> None:
+        if self.ready and self.agent is not None:
+            await self.send_frame(agent_frames.visitor_message(event["conversation"], event["message"]))
+
+    async def visitor_typing(self, event: dict[str, Any]) -> None:
+        if self.ready and self.agent is not None:
+            await self.send_frame(agent_frames.visitor_typing(event["conversation"]))

@@ -1,6 +1,7 @@
 """Live handoff, the agents' side (the agent socket, ``agents.consumers``): who may open
-it, presence, the queue and an agent's own conversations, one conversation for the
-console, and the changes an agent makes: take, hand back to the bot, close, write.
+it, presence (written here, read by ``chatbot.selectors.agents_online``), the queue and an
+agent's own conversations, one conversation for the console, and the changes an agent
+makes: take, hand back to the bot, close, write.
 
 Every change runs in a transaction on the locked conversation row (``select_for_update``;
 SQLite's IMMEDIATE transactions serialise the same way), so of two agents taking one
@@ -9,13 +10,11 @@ conversation at once exactly one succeeds and the other gets ``Taken``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import F, OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
 from agents.access import is_agent, visible_bots, visible_conversations
@@ -78,15 +77,6 @@ def agent_connect(*, user: Any) -> Any | None:
 
 def presence_touch(*, agent: Any) -> None:
     Presence.objects.update_or_create(user=agent, defaults={"last_seen": timezone.now()})
-
-
-def agents_online(*, bot_id: int) -> bool:
-    """Whether an agent who sees this bot had a live console within AGENT_ONLINE_SECONDS."""
-    since = timezone.now() - timedelta(seconds=settings.AGENT_ONLINE_SECONDS)
-    agents = Q(is_staff=True) | Q(groups__name=settings.AGENT_GROUP)
-    for_bot = Q(is_superuser=True) | Q(bot_assignments__isnull=True) | Q(bot_assignments__bot_id=bot_id)
-    users = get_user_model().objects.filter(is_active=True, presence__last_seen__gte=since)
-    return users.filter(agents).filter(for_bot).exists()
 
 
 # --- Reads: the lists and one conversation --------------------------------------------------

@@ -98,7 +98,7 @@ def latency(bot: Bot, texts: list[str]) -> tuple[float, float, float]:
         started = time.perf_counter()
         matching.match(bot, text)
         times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times), percentile(times, 0.95), len(matching._snapshots[bot.pk].ranker.plain)
+    return statistics.median(times), percentile(times, 0.95), len(matching.snapshot_for(bot.pk).ranker.plain)
 
 
 async def throughput(bot: Bot, texts: list[str], callers: int) -> float:

@@ -15,7 +15,7 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.utils.safestring import SafeString
 
-from agents.charts import Marker, Series, line_chart_render
+from chatbot.charts import Marker, Series, line_chart_render
 from chatbot.models import Bot
 from knowledge import matching
 from knowledge.calibration_services import Thresholds, calibrated_read, thresholds_for

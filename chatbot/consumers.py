@@ -1,20 +1,18 @@
-"""The chat websocket, ``ws://HOST/ws/chat/<bot public key>/`` (README "The chat protocol").
+"""The chat websocket, ``ws://HOST/ws/chat/<bot public key>/`` (docs/chat-protocol.md).
 
-Each frame is parsed (``chatbot.chat.frames``), handed to one service, and answered.
-Replies run on one worker task per connection: a message that arrives during a reply waits
-in the connection's queue instead of interleaving with it. The ORM is only reached through
-``database_sync_to_async`` and the reply pipeline's own thread hops.
+Each frame is parsed (``chatbot.chat.frames``), handed to one service, and answered. A
+visitor's message goes to the reply pipeline (``chatbot.replying``), or, when it asks for a
+person, is stored for the team (``handoff_message_stream``); ``chatbot.chat.relay`` turns
+what the pipeline says into frames, sends the visitor's other tabs theirs and gives this
+connection its own to send. Replies run on one worker task per connection: a message that
+arrives during a reply waits in the connection's queue instead of interleaving with it. The
+ORM is only reached through ``database_sync_to_async`` and the pipeline's own thread hops.
 
-Live handoff: a request for a person (the ``handoff`` frame, or a message that asks for
-one) goes to ``chatbot.handoff``; the agents hear of it over the channel layer
-(``chatbot.chat.events``), and what agents do reaches every tab through the group
-``conversation.<id>``. A connection that asked times the wait (HANDOFF_WAIT_SECONDS).
-
-Other tabs: each connection knows the other connections of its conversation (a tab says
-``joined`` to the group after its first hello, those present answer it directly, a closing
-tab says ``left``), so a visitor with one tab, the usual case, costs no channel-layer
-message per reply frame. A tab of a crashed process is never "left": the others keep
-sending to it, which is harmless.
+The connection's other parts: who it speaks for and its welcome (``chat.session``), the
+visitor's other tabs (``chat.tabs``), the wait for a person it times (``chat.handoff_wait``),
+its rate limits (``chat.access``). What agents do reaches every tab through the group
+``conversation.<id>`` (``chat_frame``); what the visitor does reaches the agents as plain
+channel-layer events (``chatbot.chat.events``).
 """
 
 from __future__ import annotations
@@ -22,9 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
-from dataclasses import dataclass
-from datetime import datetime
+from contextlib import aclosing
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -34,89 +30,41 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from chatbot import closecodes, ratelimit
-from chatbot.chat import access, agent_frames, events, frames
+from chatbot.chat import access, events, frames
 from chatbot.chat.frames import FrameError
 from chatbot.chat.handoff_phrases import accepts_offer, asks_for_person
-from chatbot.chat.relay import reply_relay, visitor_message_relay
-from chatbot.handoff import (
-    handoff_expire,
-    handoff_request,
-    handoff_state_current,
-    visitor_contact_save,
-    wait_remaining,
-)
+from chatbot.chat.handoff_wait import HandoffWait
+from chatbot.chat.relay import relay
+from chatbot.chat.session import Session, session_welcome
+from chatbot.chat.tabs import Tabs
+from chatbot.handoff import handoff_request, visitor_contact_save
 from chatbot.models import Bot, Conversation
-from chatbot.selectors import HandoffState, conversation_exists, conversation_history, conversation_status
-from chatbot.services import conversation_current, feedback_save, visitor_resume_or_create
+from chatbot.reply_events import Acked, Ended, ReplyEvent
+from chatbot.replying import Matcher, handoff_message_stream, reply_stream
+from chatbot.selectors import conversation_exists, conversation_status
+from chatbot.services import feedback_save
+from knowledge import matching
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Session:
-    """Who this connection speaks for, fixed by its first ``hello``."""
-
-    visitor_uid: uuid.UUID
-    token: str
-    conversation_id: int
-    lang: str
-
-    @property
-    def group(self) -> str:
-        return events.conversation_group(self.conversation_id)
-
-
-@dataclass
-class Welcome:
-    session: Session
-    frame: dict[str, Any]
-    handoff: HandoffState
-    expired: bool  # the conversation had waited for a person longer than the limit
-
-
-def session_welcome(*, bot: Bot, hello: frames.Hello, user_agent: str, session: Session | None) -> Welcome:
-    """The session (resumed or new visitor, current conversation) and its ``welcome`` frame.
-    A repeated hello keeps the connection's visitor and conversation."""
-    if session is None:
-        visitor, token = visitor_resume_or_create(
-            bot=bot, token=hello.visitor, language=hello.lang, page_url=hello.page, user_agent=user_agent
-        )
-        conversation = conversation_current(visitor=visitor)
-        session = Session(visitor.uid, token, conversation.pk, hello.lang)
-    elif hello.lang:
-        session.lang = hello.lang
-    state, expired = handoff_state_current(conversation_id=session.conversation_id)
-    history = conversation_history(
-        conversation_id=session.conversation_id, limit=settings.CHAT_HISTORY_MESSAGES, after=hello.after
-    )
-    frame = {
-        "type": "welcome",
-        "visitor": session.token,
-        "conversation": session.conversation_id,
-        "messages": [frames.message_item(m, client_id=True) for m in history],
-        "greeting": bot.greeting,
-        "name": bot.name,
-        "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
-        "status": state.status,
-        "agent": state.agent,
-    }
-    return Welcome(session, frame, state, expired)
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
     bot: Bot | None = None
     session: Session | None = None
+    tabs: Tabs | None = None
+    wait: HandoffWait | None = None
     worker: asyncio.Task[None] | None = None
     pending = 0  # messages accepted and not yet answered, the one being answered included
-    wait_timer: asyncio.Task[None] | None = None
-    wait_since: datetime | None = None  # the start of the wait the timer is for
     # The last reply on this connection was the fallback, which offers a person: a plain
     # "yes" / "好的" next takes the offer.
     person_offered = False
 
+    def __init__(self, *, matcher: Matcher = matching) -> None:
+        super().__init__()
+        self.matcher = matcher  # the knowledge base, as the reply pipeline asks it
+
     async def connect(self) -> None:
         self.queue: asyncio.Queue[frames.Say] = asyncio.Queue()
-        self.others: set[str] = set()  # channel names of the conversation's other tabs
         self.typing_throttle = events.Throttle()
         key = self.scope["url_route"]["kwargs"]["key"]
         bot, refusal = await database_sync_to_async(access.bot_admit)(key=key, headers=self.scope["headers"])
@@ -129,15 +77,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         self.bot = None
-        if self.wait_timer is not None:
-            self.wait_timer.cancel()
+        if self.wait is not None:
+            self.wait.cancel()
         if self.worker is not None:
             self.worker.cancel()  # a reply in progress keeps its text so far, marked partial
             with contextlib.suppress(asyncio.CancelledError):
                 await self.worker
-        if self.session is not None:
-            await self.channel_layer.group_discard(self.session.group, self.channel_name)
-            await self.tab_say("left")
+        if self.tabs is not None:
+            await self.tabs.leave()
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels' own dispatch releases database connections before every handler, one
@@ -224,27 +171,32 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def hello(self, hello: frames.Hello) -> None:
         assert self.bot is not None
-        first = self.session is None
         welcome = await database_sync_to_async(session_welcome)(
             bot=self.bot,
             hello=hello,
             user_agent=access.header(self.scope["headers"], b"user-agent") or "",
             session=self.session,
         )
-        self.session = welcome.session
-        if first:
-            await self.channel_layer.group_add(self.session.group, self.channel_name)
-            await self.tab_say("joined")
+        if self.session is None:
+            self.session = welcome.session
+            self.wait = HandoffWait(self.channel_layer, self.session)
+            self.tabs = Tabs(self.channel_layer, self.channel_name, self.session.conversation_id)
+            await self.tabs.join()
+        assert self.wait is not None
         await self.send_frame(welcome.frame)
         if welcome.expired:
-            await self.wait_ended(welcome.handoff.bot_id)
+            await self.wait.ended(welcome.handoff.bot_id)
         elif welcome.handoff.status == Conversation.Status.WAITING_FOR_AGENT:
-            self.wait_start(welcome.handoff.waiting_since, welcome.handoff.bot_id)
+            self.wait.start(welcome.handoff.waiting_since, welcome.handoff.bot_id)
 
     async def say(self, say: frames.Say) -> None:
+        assert self.session is not None
         if self.pending > settings.CHAT_QUEUE_MAX:
             raise FrameError(frames.BUSY, "Please wait for the answer before sending more.", say.client_id)
-        wait = await ratelimit.atake(self.buckets())
+        buckets = access.message_buckets(
+            visitor_uid=self.session.visitor_uid, client=self.scope.get("client")
+        )
+        wait = await ratelimit.atake(buckets)
         if wait > 0:
             await self.send_frame(
                 frames.error(
@@ -261,7 +213,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.worker = asyncio.create_task(self.work())
 
     async def work(self) -> None:
-        assert self.session is not None
         while True:
             say = await self.queue.get()
             try:
@@ -270,6 +221,32 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self.failed(err, say.client_id)
             finally:
                 self.pending -= 1
+
+    async def answer(self, say: frames.Say) -> None:
+        """The bot's reply; or, when the message asks for a person, the handoff's answer."""
+        assert self.session is not None and self.tabs is not None
+        conversation_id = self.session.conversation_id
+        offered, self.person_offered = self.person_offered, False
+        for_person = asks_for_person(say.text) or (offered and accepts_offer(say.text))
+        if for_person:
+            stream = handoff_message_stream(
+                conversation_id=conversation_id, text=say.text, client_id=say.client_id
+            )
+        else:
+            stream = reply_stream(
+                conversation_id=conversation_id, text=say.text, client_id=say.client_id, matcher=self.matcher
+            )
+        last: ReplyEvent | None = None
+        steps = relay(stream, conversation_id=conversation_id, client_id=say.client_id, tabs=self.tabs)
+        async with aclosing(steps) as relayed:
+            async for step in relayed:
+                for frame in step.frames:
+                    await self.send_frame(frame)
+                last = step.event
+        if isinstance(last, Ended):
+            self.person_offered = last.person_offered
+        elif for_person and isinstance(last, Acked) and not last.duplicate:  # no agent has it yet
+            await self.handoff()
 
     async def rate(self, rate: frames.Rate) -> None:
         assert self.session is not None
@@ -283,27 +260,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise FrameError(frames.NOT_FOUND, "There is no such reply in this conversation.")
         await self.send_frame({"type": "feedback.saved", "id": rate.reply_id})
 
-    async def answer(self, say: frames.Say) -> None:
-        """The bot's reply; or, when the message asks for a person, the handoff's answer."""
-        assert self.session is not None
-        relay = {
-            "conversation_id": self.session.conversation_id,
-            "text": say.text,
-            "client_id": say.client_id,
-            "to_self": self.send_reply_frame,
-            "to_others": self.broadcast,
-            "to_agents": self.to_agents,
-        }
-        offered, self.person_offered = self.person_offered, False
-        if not (asks_for_person(say.text) or (offered and accepts_offer(say.text))):
-            await reply_relay(**relay)
-            return
-        status = await visitor_message_relay(**relay)
-        if status is not None and status != Conversation.Status.WITH_AGENT:  # None: sent again
-            await self.handoff()
-
     async def handoff(self) -> None:
-        assert self.session is not None
+        assert self.session is not None and self.tabs is not None and self.wait is not None
         state = await database_sync_to_async(handoff_request)(conversation_id=self.session.conversation_id)
         lang = self.session.lang
         if state.status == Conversation.Status.WITH_AGENT:
@@ -314,40 +272,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             frame = frames.handoff_waiting(state.position, lang)
             if state.queued:
                 await events.queue_changed(self.channel_layer, state.bot_id)
-            self.wait_start(state.waiting_since, state.bot_id)
+            self.wait.start(state.waiting_since, state.bot_id)
         else:
             frame = frames.handoff_unavailable(lang)
         await self.send_frame(frame)
-        await self.broadcast(frame)
-
-    def wait_start(self, since: datetime | None, bot_id: int) -> None:
-        """Time the wait for a person that began at ``since`` (once per wait)."""
-        if self.wait_timer is not None and not self.wait_timer.done():
-            if self.wait_since == since:
-                return
-            self.wait_timer.cancel()
-        self.wait_since = since
-        self.wait_timer = asyncio.create_task(self.wait_expire(since, bot_id))
-
-    async def wait_expire(self, since: datetime | None, bot_id: int) -> None:
-        assert self.session is not None
-        conversation_id = self.session.conversation_id
-        try:
-            await asyncio.sleep(wait_remaining(since))
-            expired = await database_sync_to_async(handoff_expire)(
-                conversation_id=conversation_id, waiting_since=since
-            )
-            if expired:
-                await self.wait_ended(bot_id)
-        except Exception:
-            log.exception("handoff wait of conversation %s", conversation_id)
-
-    async def wait_ended(self, bot_id: int) -> None:
-        """No agent took the conversation in time: every tab is told, the agents' queues shrink."""
-        assert self.session is not None
-        frame = frames.handoff_unavailable(self.session.lang, timed_out=True)
-        await events.to_visitor(self.channel_layer, self.session.conversation_id, frame)
-        await events.queue_changed(self.channel_layer, bot_id)
+        await self.tabs.broadcast(frame)
 
     async def contact(self, contact: frames.Contact) -> None:
         assert self.session is not None
@@ -368,68 +297,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
         conversation_id = self.session.conversation_id
         status = await database_sync_to_async(conversation_status)(conversation_id=conversation_id)
         if status == Conversation.Status.WITH_AGENT:
-            await events.to_agents(
-                self.channel_layer, conversation_id, agent_frames.visitor_typing(conversation_id)
-            )
-
-    def buckets(self) -> list[ratelimit.Bucket]:
-        assert self.session is not None
-        buckets = []
-        if settings.CHAT_RATE_VISITOR:
-            buckets.append(
-                ratelimit.Bucket(f"visitor:{self.session.visitor_uid}", settings.CHAT_RATE_VISITOR)
-            )
-        client = self.scope.get("client")
-        if settings.CHAT_RATE_IP and client and client[0]:
-            buckets.append(ratelimit.Bucket(f"ip:{client[0]}", settings.CHAT_RATE_IP))
-        return buckets
+            await events.visitor_typing(self.channel_layer, conversation_id)
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
         await self.send(text_data=frames.encode(frame))
 
-    async def send_reply_frame(self, frame: dict[str, Any]) -> None:
-        if frame.get("type") == "reply.end":
-            self.person_offered = frame.get("source") == "fallback"
-        await self.send_frame(frame)
-
-    async def broadcast(self, frame: dict[str, Any]) -> None:
-        """To the conversation's other connections (the visitor's other tabs), if any."""
-        assert self.session is not None
-        if not self.others:
-            return
-        await self.channel_layer.group_send(
-            self.session.group, {"type": "chat.frame", "frame": frame, "sender": self.channel_name}
-        )
-
-    async def to_agents(self, item: dict[str, Any]) -> None:
-        """A visitor message (history item) to the agents who have the conversation."""
-        assert self.session is not None
-        conversation_id = self.session.conversation_id
-        await events.to_agents(
-            self.channel_layer, conversation_id, agent_frames.visitor_message(conversation_id, item)
-        )
-
-    async def tab_say(self, event: str) -> None:
-        assert self.session is not None
-        await self.channel_layer.group_send(
-            self.session.group, {"type": "chat.tab", "event": event, "sender": self.channel_name}
-        )
+    # --- Channel-layer events -------------------------------------------------------------
 
     async def chat_tab(self, event: dict[str, Any]) -> None:
         """Another tab of the conversation joined, is present, or left."""
-        sender = event["sender"]
-        if sender == self.channel_name:
-            return
-        if event["event"] == "left":
-            self.others.discard(sender)
-            return
-        self.others.add(sender)
-        if event["event"] == "joined":
-            reply = {"type": "chat.tab", "event": "present", "sender": self.channel_name}
-            await self.channel_layer.send(sender, reply)
+        if self.tabs is not None:
+            await self.tabs.heard(event)
 
     async def chat_frame(self, event: dict[str, Any]) -> None:
         if event["sender"] != self.channel_name and self.bot is not None:
-            if event["frame"].get("type") == "agent.joined" and self.wait_timer is not None:
-                self.wait_timer.cancel()  # the wait is over
+            if event["frame"].get("type") == "agent.joined" and self.wait is not None:
+                self.wait.cancel()  # the wait is over
             await self.send_frame(event["frame"])

@@ -1,6 +1,6 @@
 """Live handoff, the visitor's side: asking for a person, the wait for one, leaving an
 email address, and a visitor message stored without a bot reply (a request for a person).
-The agents' side is ``agents.live``; README "The chat protocol"."""
+The agents' side is ``agents.live``; docs/chat-protocol.md."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ from django.core.validators import EmailValidator
 from django.db import transaction
 from django.utils import timezone
 
-from agents.live import agents_online
 from chatbot.models import Conversation, Message, Visitor
-from chatbot.selectors import HandoffState, handoff_state
+from chatbot.selectors import HandoffState, agents_online, handoff_state
 from chatbot.services import conversation_followup_request, conversation_set_status, visitor_message_add
 
 Status = Conversation.Status

@@ -17,9 +17,11 @@ conditional DELETE and UPDATE in one transaction, so processes reaping at once d
 and a live process's replies are never touched. (Heartbeats use each host's clock: the
 hosts of one installation must agree within a few seconds, as NTP keeps them.)
 
-One ``Keeper`` per process (``keeper()``). Its ticker is a task on the event loop: for as
-long as the loop runs once ``serve()`` was called there (``chatbot.lifecycle``), or else
-only while replies are in flight (``manage.py chat``, tests).
+One ``Keeper`` per process: a part of the runtime (``keeper()``). Its ticker is a task on
+the event loop: for as long as the loop runs once ``serve()`` was called there
+(``chatbot.lifecycle``), or else only while replies are in flight (``manage.py chat``,
+tests). ``stop()`` settles this process's replies at shutdown; closing the runtime then
+only ends the ticker.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from django.db.models import Case, TextField, Value, When
 from django.utils import timezone
 
 from chatbot.models import Message, ProcessHeartbeat
+from chatbot.runtime import runtime
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +151,19 @@ class Keeper:
         texts = self._grown()
         await sync_to_async(self._settle)({reply_id: text for reply_id, (text, _) in texts.items()})
 
+    async def aclose(self) -> None:
+        """The runtime closes: the ticker ends (``stop`` has settled the replies, at shutdown)."""
+        task, self._task, self._serve_loop = self._task, None, None
+        if task is None or task.done():
+            return
+        loop = task.get_loop()
+        if loop is asyncio.get_running_loop():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        elif loop.is_running():
+            loop.call_soon_threadsafe(task.cancel)
+        # else its loop has stopped or closed, and the task with it
+
     def _settle(self, texts: dict[int, str]) -> None:
         if texts:
             reply_texts_store(texts)
@@ -211,19 +227,6 @@ class Keeper:
         self.beats += 1
 
 
-_keeper: Keeper | None = None
-
-
 def keeper() -> Keeper:
-    """This process's keeper."""
-    global _keeper
-    if _keeper is None:
-        _keeper = Keeper()
-    return _keeper
-
-
-def keeper_reset() -> Keeper:
-    """Replace this process's keeper with a new one (a new owner): tests start from it."""
-    global _keeper
-    _keeper = Keeper()
-    return _keeper
+    """This process's keeper (a part of its runtime)."""
+    return runtime().part(Keeper)

@@ -1,9 +1,11 @@
-"""The server process's own work, tied to the ASGI application: the heartbeat, the text of
-replies in flight and the reaper of replies a dead process left (``chatbot.inflight``).
+"""The server process's own work, tied to the ASGI application: the process's runtime
+(``chatbot.runtime``), and with it the heartbeat, the text of replies in flight and the
+reaper of replies a dead process left (``chatbot.inflight``).
 
 Servers that speak the ASGI lifespan protocol (uvicorn, hypercorn) start it at start-up
-and stop it at shutdown. daphne sends no lifespan events: there the first request or
-websocket starts it, which after a crash is the widgets reconnecting.
+and, at shutdown, settle this process's replies and close the runtime. daphne sends no
+lifespan events: there the first request or websocket starts it, which after a crash is
+the widgets reconnecting, and the runtime is closed when the process exits.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from chatbot import inflight
+from chatbot.runtime import runtime
 
 Scope = dict[str, Any]
 
@@ -23,16 +26,21 @@ class ProcessLifecycle:
         if scope["type"] == "lifespan":
             await self.lifespan(receive, send)
             return
-        inflight.keeper().serve()
+        runtime().part(inflight.Keeper).serve()
         await self.app(scope, receive, send)
 
     async def lifespan(self, receive: Any, send: Any) -> None:
+        # The process's runtime: made now, or already by the model preload (chatbot.asgi).
+        started = runtime()
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                inflight.keeper().serve()
+                started.part(inflight.Keeper).serve()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await inflight.keeper().stop()
+                try:
+                    await started.part(inflight.Keeper).stop()
+                finally:
+                    await started.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -6,9 +6,10 @@ each message takes one. A ``Rate`` of (10, 60.0) allows a burst of 10 messages, 
 every 6 seconds. ``take`` consumes from several buckets at once (a visitor's and their IP
 address's) only when every one of them has a token, and otherwise says how long to wait.
 
-Within a process the check is exact (one lock). The cache offers no compare-and-set, so two
-processes checking the same bucket at the same instant may both pass: across processes a
-limit can be exceeded by the number of such simultaneous requests, never made stricter.
+Within a process the check is exact (one lock: the runtime's ``Exact``). The cache offers
+no compare-and-set, so two processes checking the same bucket at the same instant may both
+pass: across processes a limit can be exceeded by the number of such simultaneous requests,
+never made stricter.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from asgiref.sync import sync_to_async
 from django.core.cache import cache, caches
 from django.core.cache.backends.locmem import LocMemCache
 
+from chatbot.runtime import runtime
+
 KEY_PREFIX = "ratelimit:"
 
 Rate = tuple[int, float]  # (capacity, per seconds)
-
-_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,20 @@ class Bucket:
     rate: Rate
 
 
+class Exact:
+    """The lock that makes a read and write of the buckets one step within the process (a
+    runtime part)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
 def take(buckets: Sequence[Bucket], *, now: Callable[[], float] = time.time) -> float:
     """Take one token from every bucket if each has one: returns 0.0. Otherwise takes none and
     returns the seconds until all of them will have one."""
     if not buckets:
         return 0.0
-    with _lock:
+    with runtime().part(Exact).lock:
         return _take(buckets, now)
 
 

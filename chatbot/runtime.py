@@ -13,12 +13,18 @@ first connection under daphne, which sends no lifespan events) and closes it at 
 Management commands and threads use the same accessor. Tests get a fresh runtime each
 (``install`` a new one, ``aclose`` it after): no test reaches into a module's private state.
 
+While a runtime closes it stays the process's runtime and its parts not yet closed stay
+reachable (a part may need another to close: the embedding client's loop closes its HTTP
+session), but no part is made any more: ``RuntimeClosed``. A part may ask for another in
+its constructor; that one is made first and so closed after it.
+
 This module imports nothing from the project, so every layer may use it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import inspect
 import logging
 import threading
@@ -36,7 +42,8 @@ class RuntimeClosed(RuntimeError):
 class Runtime:
     def __init__(self) -> None:
         self._parts: dict[type, Any] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a part's constructor may ask for another
+        self._closing = False
         self.closed = False
 
     def part(self, kind: type[T]) -> T:
@@ -45,12 +52,23 @@ class Runtime:
         if found is not None:
             return cast(T, found)
         with self._lock:
-            if self.closed:
+            if self._closing:
                 raise RuntimeClosed(f"the runtime is closed: no {kind.__name__}")
             found = self._parts.get(kind)
             if found is None:
                 found = self._parts[kind] = kind()
         return cast(T, found)
+
+    def adopt(self, part: T) -> T:
+        """Make ``part``, made elsewhere, this runtime's part of its type (tests carry
+        read-only loaded models from one runtime to the next). Closed with the others."""
+        with self._lock:
+            if self._closing:
+                raise RuntimeClosed(f"the runtime is closed: no {type(part).__name__}")
+            if type(part) in self._parts:
+                raise ValueError(f"the runtime has a {type(part).__name__} already")
+            self._parts[type(part)] = part
+        return part
 
     def peek(self, kind: type[T]) -> T | None:
         """The part if it was made already, else None (without making it)."""
@@ -62,19 +80,28 @@ class Runtime:
     async def aclose(self) -> None:
         """Close every part, the last made first; a part's failure is logged, not raised."""
         with self._lock:
-            self.closed = True
-            parts = list(self._parts.values())[::-1]
-            self._parts.clear()
-        for part in parts:
-            try:
-                if callable(getattr(part, "aclose", None)):
-                    await part.aclose()
-                elif callable(getattr(part, "close", None)):
-                    result = part.close()
-                    if inspect.isawaitable(result):
-                        await result
-            except Exception:
-                log.exception("closing %s failed", type(part).__name__)
+            if self._closing:
+                return
+            self._closing = True
+            parts = list(self._parts.items())[::-1]
+        try:
+            for kind, part in parts:
+                try:
+                    if callable(getattr(part, "aclose", None)):
+                        await part.aclose()
+                    elif callable(getattr(part, "close", None)):
+                        result = part.close()
+                        if inspect.isawaitable(result):
+                            await result
+                except Exception:
+                    log.exception("closing %s failed", type(part).__name__)
+                finally:
+                    with self._lock:
+                        del self._parts[kind]
+        finally:
+            with self._lock:
+                self._parts.clear()
+                self.closed = True
 
     def close(self) -> None:
         """``aclose`` from synchronous code (a management command, a test's teardown)."""
@@ -109,3 +136,16 @@ def install(new: Runtime | None) -> Runtime | None:
     with _current_lock:
         previous, _current = _current, new
     return previous
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """A server process may end without a lifespan shutdown (daphne stops its event loop on
+    SIGTERM and sends none): close the runtime then, or asyncio logs each HTTP session still
+    open as "Unclosed client session"."""
+    current = _current
+    if current is not None and not current.closed:
+        try:
+            current.close()
+        except Exception:  # exiting anyway
+            log.exception("closing the runtime at exit failed")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db.models import Q
+from django.utils import timezone
 
 from chatbot.chat.frames import display_name
 from chatbot.models import Bot, Conversation, Message
@@ -77,3 +80,14 @@ def handoff_state(*, conversation_id: int) -> HandoffState:
         earlier = Q(handoff_requested_at__lt=since) | Q(handoff_requested_at=since, pk__lt=conversation.pk)
     ahead = Conversation.objects.filter(earlier, bot_id=conversation.bot_id, status=status).count()
     return HandoffState(status, conversation.bot_id, position=ahead + 1, waiting_since=since)
+
+
+def agents_online(*, bot_id: int) -> bool:
+    """Whether an agent who sees this bot had a live console within AGENT_ONLINE_SECONDS
+    (the agent socket keeps ``agents.models.Presence`` fresh; read here through the user's
+    relations, so the conversation domain does not import the agents app)."""
+    since = timezone.now() - timedelta(seconds=settings.AGENT_ONLINE_SECONDS)
+    agents = Q(is_staff=True) | Q(groups__name=settings.AGENT_GROUP)
+    for_bot = Q(is_superuser=True) | Q(bot_assignments__isnull=True) | Q(bot_assignments__bot_id=bot_id)
+    users = get_user_model().objects.filter(is_active=True, presence__last_seen__gte=since)
+    return users.filter(agents).filter(for_bot).exists()

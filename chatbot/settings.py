@@ -210,7 +210,7 @@ EMBEDDING_API_TIMEOUT = env_float("EMBEDDING_API_TIMEOUT", 10.0, minimum=0.1, ma
 EMBEDDING_API_CACHE = env_int("EMBEDDING_API_CACHE", 2000, minimum=0)
 
 
-# --- Chat websocket (chatbot.consumers; README "The chat protocol") ------------------
+# --- Chat websocket (chatbot.consumers; docs/chat-protocol.md) ------------------
 def _rate(name: str, value: str) -> tuple[int, float] | None:
     """``N/S``: a burst of N messages, refilled over S seconds. ``0`` or ``off``: no limit."""
     if value.lower() in ("0", "off"):
@@ -258,7 +258,7 @@ AGENT_GAP_SIMILARITY = env_float("AGENT_GAP_SIMILARITY", 0.75, minimum=0.0, maxi
 AGENT_GAP_MAX_QUESTIONS = env_int("AGENT_GAP_MAX_QUESTIONS", 5000, minimum=10)
 AGENT_STATS_DAYS = env_int("AGENT_STATS_DAYS", 30, minimum=1, maximum=365)
 
-# --- Live handoff (ws/agent/; README "The agent socket") ----------------------------
+# --- Live handoff (ws/agent/; docs/agent-socket.md) ----------------------------
 # A visitor waiting this long for a person is told no one is free (the bot answers again).
 HANDOFF_WAIT_SECONDS = env_int("HANDOFF_WAIT_SECONDS", 120, minimum=5)
 # An agent whose console connected or pinged within this many seconds is online.

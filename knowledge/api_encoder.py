@@ -14,6 +14,7 @@ from chatbot.llm.embedding_client import EmbeddingClient, default_client
 from chatbot.llm.errors import LLMError
 from chatbot.llm.profiles import embedding_profile
 from chatbot.llm.types import EmbeddingProfile
+from chatbot.runtime import runtime
 
 # Encoded once when the vector length is asked for before anything was encoded, and
 # neither EMBEDDING_API_DIMENSIONS nor an earlier call says it.
@@ -72,8 +73,20 @@ class ApiEncoder:
         return 0.0
 
 
-_lock = threading.Lock()
-_encoders: dict[EmbeddingProfile, ApiEncoder] = {}
+class ApiEncoders:
+    """The runtime's encoders, one per embedding profile (a runtime part): a settings change
+    makes another profile, and with it a new encoder."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_profile: dict[EmbeddingProfile, ApiEncoder] = {}
+
+    def get(self, profile: EmbeddingProfile) -> ApiEncoder:
+        with self._lock:
+            encoder = self._by_profile.get(profile)
+            if encoder is None:
+                encoder = self._by_profile[profile] = ApiEncoder(profile)
+            return encoder
 
 
 def get_api_encoder() -> ApiEncoder:
@@ -82,14 +95,4 @@ def get_api_encoder() -> ApiEncoder:
         profile = embedding_profile()
     except LLMError as err:
         raise EmbeddingUnavailable(str(err)) from err
-    with _lock:
-        encoder = _encoders.get(profile)
-        if encoder is None:
-            encoder = _encoders[profile] = ApiEncoder(profile)
-        return encoder
-
-
-def forget_api_encoders() -> None:
-    """Drop the process's encoders (tests; a settings change): the next call makes new ones."""
-    with _lock:
-        _encoders.clear()
+    return runtime().part(ApiEncoders).get(profile)

@@ -2,8 +2,9 @@
 
 A calibration is fitted on a bot's in-memory ranker (``knowledge.calibration``) and
 stored per (bot, embedding model). ``matching`` asks for one whenever it builds an index
-at a revision that has none: the request goes to ``runner``, one background thread per
-process, so no visitor waits for it, and the previous calibration serves meanwhile.
+at a revision that has none: the request goes to the runtime's ``Runner`` (``runner()``),
+one background thread, so no visitor waits for it, and the previous calibration serves
+meanwhile.
 Storing a new one bumps ``Bot.calibration_stamp``, which every process reads with the
 knowledge base's revision, so each picks it up on its next search.
 """
@@ -26,6 +27,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from chatbot.models import Bot
+from chatbot.runtime import RuntimeClosed, runtime
 from knowledge import calibration, embeddings
 from knowledge.confidence import Calibrator
 from knowledge.models import Calibration
@@ -33,6 +35,7 @@ from knowledge.ranking import Ranker
 
 log = logging.getLogger(__name__)
 NEVER = 1.01  # an answer threshold no confidence reaches
+CLOSE_WAIT = 10.0  # seconds a closing runtime waits for the calibration under way
 
 
 @dataclass(frozen=True)
@@ -82,17 +85,24 @@ def thresholds_for(bot: Bot, calibrated: Calibrated | None) -> Thresholds:
     return Thresholds(answer, min(calibrated.reference_threshold, answer), "auto")
 
 
-_references: dict[str, calibration.Reference] = {}
-_references_lock = threading.Lock()
+class References:
+    """The reference vectors the runtime has loaded, by model (a runtime part)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_model: dict[str, calibration.Reference] = {}
+
+    def get(self, model: str) -> calibration.Reference:
+        with self._lock:
+            if model not in self._by_model:
+                self._by_model[model] = _reference_load(model)
+            return self._by_model[model]
 
 
 def reference_for(model: str) -> calibration.Reference:
     """The shipped reference texts encoded by ``model``: once per process, and kept on disk
     (EMBEDDING_CACHE_DIR) so a restart doesn't encode them again (seconds on two cores)."""
-    with _references_lock:
-        if model not in _references:
-            _references[model] = _reference_load(model)
-        return _references[model]
+    return runtime().part(References).get(model)
 
 
 def _reference_load(model: str) -> calibration.Reference:
@@ -155,8 +165,10 @@ def bot_calibrate(*, bot_id: int, revision: int, model: str, ranker: Ranker) -> 
 
 
 class Runner:
-    """Runs calibration jobs one at a time on a background thread. A bot asked for again
-    while its job waits gets only the newest job (one calibration, with the newest index)."""
+    """Runs calibration jobs one at a time on a background thread (a runtime part). A bot
+    asked for again while its job waits gets only the newest job (one calibration, with the
+    newest index). When the runtime closes, jobs still waiting are dropped and the running
+    one is given ``CLOSE_WAIT`` seconds to end."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -164,10 +176,13 @@ class Runner:
         self._idle = threading.Event()
         self._idle.set()
         self._thread: threading.Thread | None = None
+        self._closed = False
         self.failures = 0
 
     def schedule(self, bot_id: int, job: Callable[[], None]) -> None:
         with self._lock:
+            if self._closed:
+                return  # shutting down: the next process calibrates
             self._pending[bot_id] = job
             self._idle.clear()
             if self._thread is None:
@@ -177,6 +192,13 @@ class Runner:
     def wait(self, timeout: float | None = None) -> bool:
         """Until nothing is pending or running (tests, commands). False on timeout."""
         return self._idle.wait(timeout)
+
+    def close(self) -> None:
+        """Drop the jobs waiting and wait for the one under way (blocking: at shutdown)."""
+        with self._lock:
+            self._closed = True
+            self._pending.clear()
+        self._idle.wait(CLOSE_WAIT)
 
     def _run(self) -> None:
         try:
@@ -197,6 +219,8 @@ class Runner:
             job()
         except Bot.DoesNotExist:
             pass  # deleted meanwhile
+        except RuntimeClosed:
+            log.info("calibration of bot %s left for the next process: shutting down", bot_id)
         except Exception:  # never kill the thread: the previous calibration still serves
             self.failures += 1
             log.exception("calibration of bot %s failed", bot_id)
@@ -208,7 +232,7 @@ def calibration_job(bot_id: int, revision: int, model: str, ranker: Ranker) -> C
             return  # made meanwhile (the admin's button, a command)
         try:
             bot_calibrate(bot_id=bot_id, revision=revision, model=model, ranker=ranker)
-        except Bot.DoesNotExist:
+        except (Bot.DoesNotExist, RuntimeClosed):
             raise
         except Exception as err:
             _failure_store(bot_id, revision, model, f"{type(err).__name__}: {err}"[:500])
@@ -236,4 +260,6 @@ def _failure_store(bot_id: int, revision: int, model: str, message: str) -> None
     )
 
 
-runner = Runner()
+def runner() -> Runner:
+    """The process's calibration runner."""
+    return runtime().part(Runner)

@@ -2,29 +2,31 @@
 
 The model loads once per process, lazily, offline. Queries are encoded on one worker
 thread that takes every request waiting in its queue as one batch, so callers never
-block the event loop and concurrent queries share a forward pass (micro-batching).
+block the event loop and concurrent queries share a forward pass (micro-batching:
+``knowledge.query_batcher``).
+
+Both belong to the runtime: ``Models`` (the loaded models, read-only once loaded) and
+``Batchers`` (a batcher per model, whose thread stops when the runtime closes).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from django.conf import settings
 
+from chatbot.runtime import runtime
 from knowledge import multilingual_models, onnx_models
 from knowledge.api_encoder import ApiEncoder, get_api_encoder
 from knowledge.lexical import is_cjk
+from knowledge.query_batcher import QueryBatcher
 
 log = logging.getLogger(__name__)
 
@@ -248,107 +250,64 @@ def length_groups(
     return groups[::-1]
 
 
-@dataclass(frozen=True)
-class QueryVector:
-    vector: np.ndarray
-    unknown: float  # share of [UNK] tokens: how little the model understood
+LocalEncoder = Encoder | multilingual_models.MultilingualEncoder
 
 
-@dataclass
-class _Request:
-    text: str
-    future: Future[QueryVector]
+class Models:
+    """The local models the runtime has loaded, by name (a runtime part). A loaded model is
+    read-only (weights, tokenizer, ONNX session), so tests carry them from one runtime to
+    the next (``loaded``, ``Runtime.adopt``): loading one takes seconds."""
+
+    def __init__(self, loaded: dict[str, LocalEncoder] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._loaded: dict[str, LocalEncoder] = dict(loaded or {})
+
+    def get(self, name: str) -> LocalEncoder:
+        with self._lock:  # one load at a time: a second caller waits and reuses it
+            if name not in self._loaded:
+                if name in multilingual_models.NAMES:
+                    self._loaded[name] = multilingual_models.MultilingualEncoder(name)
+                else:
+                    self._loaded[name] = Encoder(name)
+            return self._loaded[name]
+
+    def loaded(self) -> dict[str, LocalEncoder]:
+        with self._lock:
+            return dict(self._loaded)
 
 
-class QueryBatcher:
-    """Encodes queries on one worker thread, batching whatever is waiting.
+class Batchers:
+    """The runtime's query batchers, one per model (a runtime part); their threads stop
+    when the runtime closes."""
 
-    With one caller a query is encoded at once (no waiting window by default); under
-    load, queries that arrive while the model is busy are encoded together next.
-    """
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_model: dict[str, QueryBatcher] = {}
 
-    def __init__(self, encoder: Encoder, *, max_batch: int, wait_ms: float, cache_size: int) -> None:
-        self.encoder = encoder
-        self.max_batch = max_batch
-        self.wait = wait_ms / 1000
-        self.cache_size = cache_size
-        self._cache: OrderedDict[str, QueryVector] = OrderedDict()
-        self._cache_lock = threading.Lock()
-        self._queue: queue.SimpleQueue[_Request] = queue.SimpleQueue()
-        self.batches = 0
-        self.encoded = 0
-        threading.Thread(target=self._run, name="embedding-batcher", daemon=True).start()
+    def loaded(self, name: str) -> QueryBatcher | None:
+        return self._by_model.get(name)
 
-    def submit(self, text: str) -> Future[QueryVector]:
-        future: Future[QueryVector] = Future()
-        cached = self._cached(text)
-        if cached is not None:
-            future.set_result(cached)
-        else:
-            self._queue.put(_Request(text, future))
-        return future
-
-    def encode(self, text: str) -> QueryVector:
-        return self.submit(text).result()
-
-    def _cached(self, text: str) -> QueryVector | None:
-        with self._cache_lock:
-            vector = self._cache.get(text)
-            if vector is not None:
-                self._cache.move_to_end(text)
-            return vector
-
-    def _remember(self, text: str, vector: QueryVector) -> None:
-        if self.cache_size <= 0:
-            return
-        with self._cache_lock:
-            self._cache[text] = vector
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-
-    def _take_batch(self) -> list[_Request]:
-        batch = [self._queue.get()]
-        deadline = time.monotonic() + self.wait
-        while len(batch) < self.max_batch:
-            try:
-                remaining = deadline - time.monotonic()
-                batch.append(
-                    self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+    def get(self, name: str) -> QueryBatcher:
+        found = self._by_model.get(name)
+        if found is not None:  # the hot path: no lock, no loading
+            return found
+        encoder = get_encoder(name)
+        with self._lock:
+            if name not in self._by_model:
+                self._by_model[name] = QueryBatcher(
+                    encoder,
+                    max_batch=settings.EMBEDDING_MAX_BATCH,
+                    wait_ms=settings.EMBEDDING_BATCH_WAIT_MS,
+                    cache_size=settings.EMBEDDING_QUERY_CACHE,
                 )
-            except queue.Empty:
-                break
-        return batch
+            return self._by_model[name]
 
-    def _run(self) -> None:
-        while True:
-            # A caller that gave up (its task was cancelled) has cancelled its future: skip
-            # it. The others can no longer be cancelled, so delivering to them can't fail.
-            batch = [r for r in self._take_batch() if r.future.set_running_or_notify_cancel()]
-            if not batch:
-                continue
-            texts = list(dict.fromkeys(request.text for request in batch))
-            try:
-                encoded = self.encoder.encode(texts)
-                encoded.setflags(write=False)
-                vectors = {
-                    text: QueryVector(row, self.encoder.unknown_fraction(text))
-                    for text, row in zip(texts, encoded, strict=True)
-                }
-            except Exception as err:  # deliver the failure to every waiting caller
-                for request in batch:
-                    request.future.set_exception(err)
-                continue
-            self.batches += 1
-            self.encoded += len(texts)
-            for text, vector in vectors.items():
-                self._remember(text, vector)
-            for request in batch:
-                request.future.set_result(vectors[request.text])
-
-
-_lock = threading.Lock()
-_encoders: dict[str, Encoder | multilingual_models.MultilingualEncoder] = {}
-_batchers: dict[str, QueryBatcher] = {}
+    def close(self) -> None:
+        with self._lock:
+            batchers = list(self._by_model.values())
+            self._by_model.clear()
+        for batcher in batchers:
+            batcher.close()
 
 
 def get_encoder(name: str | None = None) -> Encoder | ApiEncoder:
@@ -359,35 +318,16 @@ def get_encoder(name: str | None = None) -> Encoder | ApiEncoder:
         # configured encoder, which is then the API's; another name is a local model folder.
         if name in (None, settings.EMBEDDING_MODEL, api.name):
             return api
-    name = name or settings.EMBEDDING_MODEL
-    with _lock:
-        if name not in _encoders:
-            if name in multilingual_models.NAMES:
-                _encoders[name] = multilingual_models.MultilingualEncoder(name)
-            else:
-                _encoders[name] = Encoder(name)
-        return _encoders[name]
+    return runtime().part(Models).get(name or settings.EMBEDDING_MODEL)
 
 
 def get_batcher(name: str | None = None) -> QueryBatcher:
-    name = name or settings.EMBEDDING_MODEL
-    if name in _batchers:  # the hot path: no lock, no loading
-        return _batchers[name]
-    encoder = get_encoder(name)
-    with _lock:
-        if name not in _batchers:
-            _batchers[name] = QueryBatcher(
-                encoder,
-                max_batch=settings.EMBEDDING_MAX_BATCH,
-                wait_ms=settings.EMBEDDING_BATCH_WAIT_MS,
-                cache_size=settings.EMBEDDING_QUERY_CACHE,
-            )
-        return _batchers[name]
+    return runtime().part(Batchers).get(name or settings.EMBEDDING_MODEL)
 
 
 def loaded_batcher(name: str | None = None) -> QueryBatcher | None:
     """The batcher if the model is already loaded (never blocks)."""
-    return _batchers.get(name or settings.EMBEDDING_MODEL)
+    return runtime().part(Batchers).loaded(name or settings.EMBEDDING_MODEL)
 
 
 def preload() -> None:

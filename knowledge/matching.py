@@ -8,9 +8,9 @@ the ranked candidates and a decision:
   LLM as reference material;
 - ``none``: below the reference threshold.
 
-Each process keeps one in-memory ``Ranker`` per bot, tagged with the bot's
-``kb_revision``; a search first reads that number (one indexed read) and rebuilds the
-ranker only when another request, in any process, changed the knowledge base.
+Each process keeps one in-memory ``Ranker`` per bot (the runtime's ``Snapshots``), tagged
+with the bot's ``kb_revision``; a search first reads that number (one indexed read) and
+rebuilds the ranker only when another request, in any process, changed the knowledge base.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from chatbot.models import Bot
+from chatbot.runtime import runtime
 from knowledge import calibration_services, embeddings, shared_ranking
 from knowledge.calibration_services import Calibrated, Thresholds, thresholds_for
 from knowledge.models import Calibration, Embedding, Entry
@@ -78,9 +79,23 @@ class Snapshot:
     bot_id: int = 0
 
 
-_snapshots: dict[int, Snapshot] = {}
-_build_locks: dict[int, threading.Lock] = {}
-_locks_guard = threading.Lock()
+class Snapshots:
+    """The runtime's index of each bot, and the index checks under way (a runtime part)."""
+
+    def __init__(self) -> None:
+        self.by_bot: dict[int, Snapshot] = {}
+        # Async callers share a check under way, per (event loop, bot): ``_snapshot_shared``.
+        self.reads: dict[tuple[int, int], asyncio.Task[Snapshot]] = {}
+        self._build_locks: dict[int, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def build_lock(self, bot_id: int) -> threading.Lock:
+        with self._guard:
+            return self._build_locks.setdefault(bot_id, threading.Lock())
+
+
+def _snapshots() -> Snapshots:
+    return runtime().part(Snapshots)
 
 
 def normalise_query(text: str) -> str:
@@ -106,7 +121,7 @@ def _current_revision(bot_id: int) -> tuple[int, int, str]:
 
 def _built(bot_id: int, revision: int, stamp: int, configured: str) -> Snapshot | None:
     """The bot's index if it was built at ``revision`` and ``stamp`` for the model setting."""
-    snapshot = _snapshots.get(bot_id)
+    snapshot = _snapshots().by_bot.get(bot_id)
     if (
         snapshot is not None
         and snapshot.revision == revision
@@ -125,17 +140,16 @@ def snapshot_for(bot_id: int) -> Snapshot:
     snapshot = _built(bot_id, revision, stamp, configured)
     if snapshot is not None:
         return snapshot
-    with _locks_guard:
-        lock = _build_locks.setdefault(bot_id, threading.Lock())
-    with lock:  # one rebuild per bot at a time; the others wait and reuse it
+    snapshots = _snapshots()
+    with snapshots.build_lock(bot_id):  # one rebuild per bot at a time; the others wait and reuse it
         snapshot = _built(bot_id, revision, stamp, configured)
         if snapshot is None:
-            old = _snapshots.get(bot_id)
+            old = snapshots.by_bot.get(bot_id)
             if old is not None and _built(bot_id, revision, old.stamp, configured) is old:
                 snapshot = _calibrated(old, stamp)
             else:
                 snapshot = _calibrated(_build(bot_id, revision, configured), stamp)
-            _snapshots[bot_id] = snapshot
+            snapshots.by_bot[bot_id] = snapshot
         return snapshot
 
 
@@ -148,7 +162,7 @@ def _calibrated(snapshot: Snapshot, stamp: int) -> Snapshot:
     ranker.calibrator = calibrated.calibrator if calibrated is not None else None
     if settings.KB_AUTO_CALIBRATE and calibration_services.calibration_needed(bot_id, model, revision):
         job = calibration_services.calibration_job(bot_id, revision, model, ranker)
-        calibration_services.runner.schedule(bot_id, job)
+        calibration_services.runner().schedule(bot_id, job)
     return dataclasses.replace(snapshot, ranker=ranker, stamp=stamp, calibrated=calibrated)
 
 
@@ -156,7 +170,7 @@ def calibrate_soon(bot_id: int) -> None:
     """After a knowledge-base change: rebuild the bot's index and re-calibrate it on the
     background thread (the index build schedules the calibration)."""
     if settings.KB_AUTO_CALIBRATE:
-        calibration_services.runner.schedule(bot_id, lambda: snapshot_for(bot_id) and None)
+        calibration_services.runner().schedule(bot_id, lambda: snapshot_for(bot_id) and None)
 
 
 def calibrate_now(bot: Bot) -> Calibration:
@@ -279,15 +293,12 @@ async def amatch(bot: Bot, text: str, *, k: int = 5, fresh_revision: bool = Fals
 
 def _likely_model(bot_id: int) -> str:
     """The model the bot's last index was built with (the default before its first)."""
-    snapshot = _snapshots.get(bot_id)
+    snapshot = _snapshots().by_bot.get(bot_id)
     return snapshot.model if snapshot is not None else embeddings.model_name()
 
 
 async def _batcher(model: str) -> embeddings.QueryBatcher:
     return embeddings.loaded_batcher(model) or await asyncio.to_thread(embeddings.get_batcher, model)
-
-
-_in_flight: dict[tuple[int, int], asyncio.Task[Snapshot]] = {}
 
 
 async def _snapshot_shared(bot_id: int) -> Snapshot:
@@ -299,22 +310,20 @@ async def _snapshot_shared(bot_id: int) -> Snapshot:
     (its visitor left) without failing the others waiting for it."""
     loop = asyncio.get_running_loop()
     key = (id(loop), bot_id)
-    task = _in_flight.get(key)
+    reads = _snapshots().reads
+    task = reads.get(key)
     if task is not None and task.get_loop() is not loop:
         task = None  # left by a loop that closed mid-read, whose id this one reuses
     if task is None:
-        task = _in_flight[key] = asyncio.ensure_future(database_sync_to_async(snapshot_for)(bot_id))
-        task.add_done_callback(lambda done: _read_finished(key, done))
+        task = reads[key] = asyncio.ensure_future(database_sync_to_async(snapshot_for)(bot_id))
+        task.add_done_callback(lambda done: _read_finished(reads, key, done))
     return await asyncio.shield(task)
 
 
-def _read_finished(key: tuple[int, int], task: asyncio.Task[Snapshot]) -> None:
-    if _in_flight.get(key) is task:
-        del _in_flight[key]
+def _read_finished(
+    reads: dict[tuple[int, int], asyncio.Task[Snapshot]], key: tuple[int, int], task: asyncio.Task[Snapshot]
+) -> None:
+    if reads.get(key) is task:
+        del reads[key]
     if not task.cancelled():
         task.exception()  # mark retrieved: no "never retrieved" warning if nobody waited
-
-
-def forget_snapshots() -> None:
-    """Drop every in-memory index (tests; a model change)."""
-    _snapshots.clear()

@@ -1,6 +1,6 @@
 """Rank the queries of one turn of the event loop together.
 
-The callers of one encoding batch (``knowledge.embeddings.QueryBatcher``) wake up in the
+The callers of one encoding batch (``knowledge.query_batcher.QueryBatcher``) wake up in the
 same turn of the event loop; ranking their queries one by one would read the knowledge
 base's whole matrix from memory once each, which is most of a big knowledge base's
 search cost while the model runs beside it. ``rank_with_others`` collects the queries of
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from chatbot.runtime import runtime
 from knowledge.ranking import Ranked, Ranker
 
 THREAD_ABOVE_ROWS = 20_000  # a bigger matrix product would stall the event loop: a thread
@@ -28,8 +29,13 @@ class _Query:
     future: asyncio.Future[list[Ranked]]
 
 
-_waiting: dict[asyncio.AbstractEventLoop, list[tuple[Ranker, _Query]]] = {}  # per event loop
-_threads: set[asyncio.Task[None]] = set()
+class Turns:
+    """The queries waiting for the end of their loop's turn, per event loop, and the
+    searches running on threads (a runtime part)."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[asyncio.AbstractEventLoop, list[tuple[Ranker, _Query]]] = {}
+        self.threads: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
 
 
 def rank_with_others(
@@ -37,27 +43,28 @@ def rank_with_others(
 ) -> asyncio.Future[list[Ranked]]:
     """``ranker.rank(vector, text, k, unknown=unknown)``, at the end of this turn of the loop."""
     loop = asyncio.get_running_loop()
-    waiting = _waiting.get(loop)
+    turns = runtime().part(Turns)
+    waiting = turns.waiting.get(loop)
     if waiting is None:  # the first query of this turn
-        for ended in [other for other in _waiting if other.is_closed()]:
-            del _waiting[ended]  # a loop that closed before its turn ended: nobody waits now
-        waiting = _waiting[loop] = []
-        loop.call_soon(_rank_waiting, loop)  # after every callback already queued for this turn
+        for ended in [other for other in turns.waiting if other.is_closed()]:
+            del turns.waiting[ended]  # a loop that closed before its turn ended: nobody waits now
+        waiting = turns.waiting[loop] = []
+        loop.call_soon(_rank_waiting, turns, loop)  # after every callback already queued for this turn
     future: asyncio.Future[list[Ranked]] = loop.create_future()
     waiting.append((ranker, _Query(vector, text, k, unknown, future)))
     return future
 
 
-def _rank_waiting(loop: asyncio.AbstractEventLoop) -> None:
+def _rank_waiting(turns: Turns, loop: asyncio.AbstractEventLoop) -> None:
     groups: dict[int, tuple[Ranker, list[_Query]]] = {}
-    for ranker, query in _waiting.pop(loop, []):
+    for ranker, query in turns.waiting.pop(loop, []):
         if not query.future.cancelled():  # its caller gave up
             groups.setdefault(id(ranker), (ranker, []))[1].append(query)
     for ranker, queries in groups.values():
         if len(ranker.plain) > THREAD_ABOVE_ROWS:
             task = asyncio.ensure_future(_rank_in_thread(ranker, queries))
-            _threads.add(task)  # the loop keeps only a weak reference to a task
-            task.add_done_callback(_threads.discard)
+            turns.threads.add(task)
+            task.add_done_callback(turns.threads.discard)
         else:
             _deliver(queries, _ranked(ranker, queries))
 

@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from django.conf import settings
+
+from chatbot.runtime import Runtime, install
 
 # Fixtures shared across folders: the fake LLM server and knowledge-base stand-in, chat.
 pytest_plugins = ["tests.fixtures.llm", "tests.fixtures.chat"]
@@ -17,6 +20,36 @@ def chromium_missing_reason() -> str | None:
     if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
         return f"Chromium not found at {CHROMIUM} (apt-get install -y chromium fonts-wqy-microhei)"
     return None
+
+
+@pytest.fixture(scope="session")
+def loaded_models() -> dict[str, Any]:
+    """Local embedding models loaded by earlier tests, by name. Read-only weights, and
+    seconds to load: the one thing carried from one test's runtime to the next."""
+    return {}
+
+
+@pytest.fixture(autouse=True)
+async def fresh_runtime(loaded_models: dict[str, Any]) -> AsyncIterator[Runtime]:
+    """Every test gets a runtime of its own (HTTP sessions, breakers, limits, indexes,
+    batchers, the keeper...), closed after it on the test's event loop, where its sessions
+    and tasks live."""
+    from knowledge.embeddings import Models
+
+    mine = Runtime()
+    mine.adopt(Models(loaded_models))
+    previous = install(mine)
+    try:
+        yield mine
+    finally:
+        models = mine.peek(Models)
+        if models is not None:
+            loaded_models.update(models.loaded())
+        await mine.aclose()
+        # A runtime made after the test closed its own (a lifespan shutdown) goes too.
+        left = install(previous)
+        if left is not None and left is not mine:
+            await left.aclose()
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +94,7 @@ def no_background_calibration(request: pytest.FixtureRequest) -> Any:
     enabled = request.node.get_closest_marker("auto_calibrate") is not None
     with override_settings(KB_AUTO_CALIBRATE=enabled):
         yield
-    if enabled:
+    if enabled:  # longer than closing the runtime waits: nothing runs on into the next test
         from knowledge.calibration_services import runner
 
-        runner.wait(30)
+        runner().wait(30)

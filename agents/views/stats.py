@@ -14,9 +14,9 @@ from django.utils import timezone
 from django.utils.safestring import SafeString
 
 from agents.access import agent_required, visible_bots
-from agents.charts import Bar, Series, bar_chart_render, column_chart_render
 from agents.selectors.percentiles import PERCENTILES
 from agents.selectors.stats import Statistics, statistics_collect, stats_period
+from chatbot.charts import Bar, Series, bar_chart_render, column_chart_render
 from chatbot.models import Bot
 
 MAX_DAYS = 365

@@ -1,11 +1,16 @@
-"""Who may open a chat: a known, active bot, embedded on one of its allowed origins."""
+"""Who may open a chat: a known, active bot, embedded on one of its allowed origins; and how
+fast a connection may send messages (the rate-limit buckets of its visitor and address)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
-from chatbot import closecodes
+from django.conf import settings
+
+from chatbot import closecodes, ratelimit
 from chatbot.models import Bot
 from chatbot.selectors import bot_by_public_key
 
@@ -43,3 +48,14 @@ def bot_admit(*, key: str, headers: Iterable[tuple[bytes, bytes]]) -> tuple[Bot 
     ):
         return None, closecodes.ORIGIN_NOT_ALLOWED
     return bot, None
+
+
+def message_buckets(*, visitor_uid: uuid.UUID, client: Sequence[Any] | None) -> list[ratelimit.Bucket]:
+    """The buckets a visitor's message takes a token from: the visitor's (CHAT_RATE_VISITOR)
+    and their IP address's (CHAT_RATE_IP), each when set; ``client`` is the ASGI scope's."""
+    buckets = []
+    if settings.CHAT_RATE_VISITOR:
+        buckets.append(ratelimit.Bucket(f"visitor:{visitor_uid}", settings.CHAT_RATE_VISITOR))
+    if settings.CHAT_RATE_IP and client and client[0]:
+        buckets.append(ratelimit.Bucket(f"ip:{client[0]}", settings.CHAT_RATE_IP))
+    return buckets

@@ -41,6 +41,21 @@ async def to_agents(
     await layer.group_send(agents_conversation_group(conversation_id), event)
 
 
+# The visitor's side tells the agents what happened, as plain events; the agent socket
+# (``agents.consumers``) builds its own frames from them.
+
+
+async def visitor_message(layer: BaseChannelLayer, conversation_id: int, item: dict[str, Any]) -> None:
+    """A visitor's message (a history item) for the agents who have the conversation open."""
+    event = {"type": "visitor.message", "conversation": conversation_id, "message": item}
+    await layer.group_send(agents_conversation_group(conversation_id), event)
+
+
+async def visitor_typing(layer: BaseChannelLayer, conversation_id: int) -> None:
+    event = {"type": "visitor.typing", "conversation": conversation_id}
+    await layer.group_send(agents_conversation_group(conversation_id), event)
+
+
 async def queue_changed(layer: BaseChannelLayer, bot_id: int) -> None:
     """The bot's agents recompute their queue and their own list (``queue.update``)."""
     await layer.group_send(agents_bot_group(bot_id), {"type": "agents.queue"})

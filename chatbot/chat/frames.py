@@ -1,6 +1,6 @@
 """Frames of the chat protocol: what a client may send, parsed into typed values (or a
 ``FrameError`` with the protocol's error code), and the frames the server sends. The agent
-socket's own frames are in ``agent_frames``."""
+socket's own frames are the agents app's (``agents.frames``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from chatbot import bounded_json
 from chatbot.chat import texts
 from chatbot.models import Message
 
-# Error codes (README "The chat protocol").
+# Error codes (docs/chat-protocol.md).
 BAD_JSON = "bad_json"
 UNKNOWN_TYPE = "unknown_type"
 INVALID = "invalid"
@@ -236,7 +236,7 @@ def encode(frame: dict[str, Any]) -> str:
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 
 
-# --- Live handoff (README "The chat protocol": handoff, contact, typing) ----------------
+# --- Live handoff (docs/chat-protocol.md: handoff, contact, typing) ----------------
 
 
 def handoff_waiting(position: int, lang: str) -> dict[str, Any]:

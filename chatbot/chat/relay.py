@@ -1,14 +1,18 @@
-"""Relay one reply from the pipeline (``chatbot.replying.reply_stream``) to the websocket.
-While an agent has the conversation the bot stays silent: the visitor's message is
-acknowledged and passed on to the agents instead (``to_agents``).
+"""Relay one visitor message and the bot's reply (the events of ``chatbot.reply_events``) to
+every connection concerned (docs/chat-protocol.md).
 
-The connection that sent the message gets every frame directly, so the streaming path has
-no channel-layer hop; the conversation's other connections (the visitor's other tabs) get
-the same frames through the conversation's channel-layer group, with deltas merged so
-that a streamed reply costs them a group message at most every ``OTHERS_DELTA_INTERVAL``
-instead of one per token (each would be a Redis round trip). Replies of one
-conversation run one at a time in this process (``conversation_lock``): a second tab's
-message waits for the first reply to end instead of interleaving with it.
+``reply_frames`` turns one event into frames: for the connection that sent the message, for
+the visitor's other tabs, and the visitor's message for the agents who have the
+conversation. ``relay`` runs a pipeline's stream through it: it yields each event with the
+frames of the connection that sent the message (the consumer sends those itself, so the
+streaming path has no channel-layer hop) and fans the rest out. The other tabs get a reply's
+deltas merged, at most one group message every ``OTHERS_DELTA_INTERVAL`` instead of one per
+token (each would be a Redis round trip). Replies of one conversation run one at a time in
+this process (``conversation_lock``): a second tab's message waits for the first reply to
+end instead of interleaving with it.
+
+A reply the relay can't finish still ends for the other tabs: abandoned (the sender left)
+as it was kept, broken as ``failed`` (and the sender gets ``server_error``).
 """
 
 from __future__ import annotations
@@ -17,166 +21,99 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from channels.db import aclose_old_connections, database_sync_to_async
-from django.utils import timezone
+from channels.db import aclose_old_connections
 
-from chatbot.chat import frames
-from chatbot.handoff import visitor_message_store
+from chatbot.chat import events, frames
+from chatbot.chat.tabs import Tabs
 from chatbot.models import Conversation, Message
-from chatbot.replying import (
-    NO_LLM,
-    ReplyDelta,
-    ReplyDuplicate,
-    ReplyEnd,
-    ReplyEvent,
-    ReplyStart,
-    reply_stream,
-)
-from chatbot.services import DuplicateMessage
+from chatbot.reply_events import NO_LLM, Acked, AgentHasConversation, Delta, Ended, ReplyEvent, Started
+from chatbot.runtime import runtime
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Frame = dict[str, Any]
 
 OTHERS_DELTA_INTERVAL = 0.1  # seconds between merged deltas sent to the visitor's other tabs
 
-_locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+
+class ConversationLocks:
+    """One lock per conversation with a reply running or waiting (a runtime part). Weak
+    values: a lock lives only while a reply holds it or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def lock(self, conversation_id: int) -> asyncio.Lock:
+        found = self._locks.get(conversation_id)
+        if found is None:
+            found = self._locks[conversation_id] = asyncio.Lock()
+        return found
 
 
 def conversation_lock(conversation_id: int) -> asyncio.Lock:
-    # Weak values: a lock lives only while a reply holds it or waits for it.
-    lock = _locks.get(conversation_id)
-    if lock is None:
-        lock = _locks[conversation_id] = asyncio.Lock()
-    return lock
+    return runtime().part(ConversationLocks).lock(conversation_id)
 
 
-async def _nobody(item: dict[str, Any]) -> None:
-    pass
+@dataclass(frozen=True)
+class Frames:
+    own: list[Frame] = field(default_factory=list)  # to the connection that sent the message
+    others: list[Frame] = field(default_factory=list)  # to the visitor's other tabs
+    for_agents: list[Frame] = field(default_factory=list)  # visitor messages (history items)
 
 
-@dataclass
-class _Reply:
-    client_id: str | None
-    to_self: Send
-    to_others: Send
-    to_agents: Send = _nobody
-    visitor_message_id: int | None = None
-    reply_id: int | None = None
-    source: str = ""
-    parts: list[str] = field(default_factory=list)
-    unsent: int = 0  # how many of ``parts`` the other tabs have not had yet
-    others_sent_at: float = 0.0
-
-    async def both(self, frame: dict[str, Any]) -> None:
-        await self.to_self(frame)
-        await self.to_others(frame)
-
-    async def delta(self, text: str) -> None:
-        self.parts.append(text)
-        self.unsent += 1
-        await self.to_self({"type": "reply.delta", "id": self.reply_id, "text": text})
-        if time.monotonic() - self.others_sent_at >= OTHERS_DELTA_INTERVAL:
-            await self.others_flush()
-
-    async def others_flush(self) -> None:
-        if self.unsent:
-            text = "".join(self.parts[-self.unsent :])
-            self.unsent = 0
-            self.others_sent_at = time.monotonic()
-            await self.to_others({"type": "reply.delta", "id": self.reply_id, "text": text})
+def reply_frames(event: ReplyEvent, *, client_id: str | None) -> Frames:
+    """The frames one event becomes; ``client_id`` is the one the visitor's message came with."""
+    match event:
+        case Acked():
+            ack = {"type": "ack", "client_id": client_id, "id": event.message_id}
+            if event.duplicate:  # stored before: the original's ack, and no reply follows
+                return Frames(own=[{**ack, "duplicate": True}])
+            item = visitor_item(event.message_id, event.text, event.created)
+            return Frames(own=[ack], others=[{"type": "message", **item}])
+        case AgentHasConversation():
+            return Frames(for_agents=[visitor_item(event.message_id, event.text, event.created)])
+        case Started():
+            start = {"type": "reply.start", "id": event.reply_id, "source": event.source}
+            return Frames(own=[start], others=[start])
+        case Delta():
+            delta = {"type": "reply.delta", "id": event.reply_id, "text": event.text}
+            return Frames(own=[delta], others=[delta])
+        case Ended():
+            end = reply_end(
+                event.reply_id, event.text, event.source, event.status, event.entry_id, event.score
+            )
+            problem = llm_problem(event)
+            own = [end, frames.error(frames.LLM_UNAVAILABLE, problem, client_id)] if problem else [end]
+            return Frames(own=own, others=[end])
+    raise TypeError(f"not a reply event: {event!r}")
 
 
-async def reply_relay(
-    *,
-    conversation_id: int,
+def reply_end(
+    reply_id: int,
     text: str,
-    client_id: str | None,
-    to_self: Send,
-    to_others: Send,
-    to_agents: Send = _nobody,
-) -> None:
-    """Store and answer one visitor message, sending ``ack``, ``reply.start``,
-    ``reply.delta``s and ``reply.end`` (and an ``error`` when the LLM failed). While an
-    agent has the conversation: only the ``ack``, and the message (a history item) goes
-    ``to_agents``. A message sent again (its ``client_id`` is stored): only the original's
-    ``ack``."""
-    reply = _Reply(client_id, to_self, to_others, to_agents)
-    try:
-        stream = reply_stream(conversation_id=conversation_id, text=text, client_id=client_id)
-        async with conversation_lock(conversation_id), aclosing(stream) as events:
-            async for event in events:
-                await _relay(reply, event, text)
-    except asyncio.CancelledError:
-        # The sender left mid-reply: what was said is kept (as partial), and the other tabs
-        # must not wait for an end that would never come.
-        if reply.source:
-            status = Message.Status.PARTIAL if reply.source == Message.Source.LLM else Message.Status.COMPLETE
-            await reply.others_flush()
-            await to_others(_end(reply, "".join(reply.parts), status))
-        raise
-    except Conversation.DoesNotExist:
-        raise  # erased while the socket was open: the consumer closes it (closecodes.ERASED)
-    except Exception:
-        log.exception("reply failed in conversation %s", conversation_id)
-        if reply.source:
-            await reply.both(_end(reply, "".join(reply.parts), Message.Status.FAILED))
-        await to_self(frames.error(frames.SERVER_ERROR, "Something went wrong on our side.", client_id))
-    finally:
-        await aclose_old_connections()  # the pipeline's database connection, released per reply
-
-
-async def _relay(reply: _Reply, event: ReplyEvent, text: str) -> None:
-    if isinstance(event, ReplyDuplicate):
-        await reply.to_self(_ack_again(reply.client_id, event.visitor_message_id))
-    elif isinstance(event, ReplyStart):
-        reply.reply_id = event.reply_id
-        reply.visitor_message_id = event.visitor_message_id
-        await reply.to_self({"type": "ack", "client_id": reply.client_id, "id": event.visitor_message_id})
-        await reply.to_others({"type": "message", **_visitor_item(event.visitor_message_id, text)})
-    elif isinstance(event, ReplyEnd) and event.message_id is None and reply.visitor_message_id is not None:
-        await reply.to_agents(_visitor_item(reply.visitor_message_id, text))
-    elif isinstance(event, ReplyDelta):
-        if not reply.source:
-            await _start(reply, event.source or Message.Source.LLM)
-        await reply.delta(event.text)
-    elif isinstance(event, ReplyEnd) and event.message_id is not None:  # None: an agent has it
-        if not reply.source:  # an end without deltas: still one reply.start and one delta
-            await _start(reply, event.source)
-            if event.text:
-                await reply.both({"type": "reply.delta", "id": reply.reply_id, "text": event.text})
-        if reply.reply_id is None:
-            reply.reply_id = event.message_id
-        await reply.others_flush()
-        await reply.both(_end(reply, event.text, event.status, event))
-        problem = _llm_problem(event)
-        if problem:
-            await reply.to_self(frames.error(frames.LLM_UNAVAILABLE, problem, reply.client_id))
-
-
-async def _start(reply: _Reply, source: str) -> None:
-    reply.source = source
-    await reply.both({"type": "reply.start", "id": reply.reply_id, "source": source})
-
-
-def _end(reply: _Reply, text: str, status: str, event: ReplyEnd | None = None) -> dict[str, Any]:
+    source: str,
+    status: str,
+    entry_id: int | None = None,
+    score: float | None = None,
+) -> Frame:
     return {
         "type": "reply.end",
-        "id": reply.reply_id,
+        "id": reply_id,
         "text": text,
-        "source": event.source if event else reply.source,
+        "source": source,
         "status": status,
-        "entry_id": event.entry_id if event else None,
-        "score": event.score if event else None,
+        "entry_id": entry_id,
+        "score": score,
     }
 
 
-def _llm_problem(end: ReplyEnd) -> str:
+def llm_problem(end: Ended) -> str:
     """Why the visitor should know the model failed ("" when it didn't)."""
     if end.status == Message.Status.PARTIAL:
         return "The assistant's answer was cut off."
@@ -185,40 +122,97 @@ def _llm_problem(end: ReplyEnd) -> str:
     return ""
 
 
-async def visitor_message_relay(
-    *, conversation_id: int, text: str, client_id: str | None, to_self: Send, to_others: Send, to_agents: Send
-) -> str | None:
-    """Store a visitor message the bot is not to answer (it asks for a person), send its
-    ``ack`` and pass it to the other tabs (and to the agents, when one has the
-    conversation). Returns the conversation's status; None for a message sent again (its
-    ``client_id`` is stored), which gets the original's ``ack`` and nothing else."""
-    try:
-        async with conversation_lock(conversation_id):
-            message, status = await database_sync_to_async(visitor_message_store)(
-                conversation_id=conversation_id, text=text, client_id=client_id
-            )
-    except DuplicateMessage as duplicate:
-        await to_self(_ack_again(client_id, duplicate.original.pk))
-        return None
-    await to_self({"type": "ack", "client_id": client_id, "id": message.pk})
-    item = frames.message_item(message)
-    await to_others({"type": "message", **item})
-    if status == Conversation.Status.WITH_AGENT:
-        await to_agents(item)
-    return status
-
-
-def _ack_again(client_id: str | None, message_id: int) -> dict[str, Any]:
-    """The ack of a message that was stored before: no reply follows it."""
-    return {"type": "ack", "client_id": client_id, "id": message_id, "duplicate": True}
-
-
-def _visitor_item(message_id: int, text: str) -> dict[str, Any]:
+def visitor_item(message_id: int, text: str, created: datetime) -> Frame:
     return {
         "id": message_id,
         "role": Message.Role.VISITOR,
         "text": text,
         "source": "",
         "status": Message.Status.COMPLETE,
-        "created": timezone.now().isoformat(),
+        "created": created.isoformat(),
     }
+
+
+@dataclass(frozen=True)
+class Relayed:
+    """One step of a relayed message: the frames for the connection that sent it, and the
+    event they came from (None: the reply broke on our side, and the frames say so)."""
+
+    frames: list[Frame]
+    event: ReplyEvent | None
+
+
+async def relay(
+    stream: AsyncIterator[ReplyEvent], *, conversation_id: int, client_id: str | None, tabs: Tabs
+) -> AsyncIterator[Relayed]:
+    """Run ``stream`` (``reply_stream`` or ``handoff_message_stream``) of a message sent on
+    the connection whose conversation's tabs are ``tabs``; see the module's docstring."""
+    others = _OtherTabs(tabs)
+    started: Started | None = None  # a reply begun and not ended
+    texts: list[str] = []  # what the sender was given of it
+    try:
+        async with conversation_lock(conversation_id), aclosing(stream) as replies:
+            async for event in replies:
+                match event:
+                    case Started():
+                        started = event
+                    case Delta():
+                        texts.append(event.text)
+                    case Ended():
+                        started = None
+                out = reply_frames(event, client_id=client_id)
+                yield Relayed(out.own, event)
+                await others.send(out.others)
+                for item in out.for_agents:
+                    await events.visitor_message(tabs.layer, conversation_id, item)
+    except (asyncio.CancelledError, GeneratorExit):
+        # The sender left mid-reply: it was kept as far as it went (partial), and the other
+        # tabs must not wait for an end that would never come.
+        if started is not None:
+            kept = Message.Status.PARTIAL if started.source == Message.Source.LLM else Message.Status.COMPLETE
+            await others.send([cut_off(started, texts, kept)])
+        raise
+    except Conversation.DoesNotExist:
+        raise  # erased while the socket was open: the consumer closes it (closecodes.ERASED)
+    except Exception:
+        log.exception("reply failed in conversation %s", conversation_id)
+        own = [frames.error(frames.SERVER_ERROR, "Something went wrong on our side.", client_id)]
+        if started is not None:
+            end = cut_off(started, texts, Message.Status.FAILED)
+            await others.send([end])
+            own.insert(0, end)
+        yield Relayed(own, None)
+    finally:
+        await aclose_old_connections()  # the pipeline's database connection, released per reply
+
+
+def cut_off(started: Started, texts: list[str], status: str) -> Frame:
+    """The ``reply.end`` of a reply that could not end: as far as it went."""
+    return reply_end(started.reply_id, "".join(texts), started.source, status)
+
+
+class _OtherTabs:
+    """Frames for the visitor's other tabs, with a reply's deltas merged."""
+
+    def __init__(self, tabs: Tabs) -> None:
+        self.tabs = tabs
+        self.reply_id: int | None = None
+        self.unsent: list[str] = []  # deltas the other tabs have not had yet
+        self.sent_at = 0.0
+
+    async def send(self, out: list[Frame]) -> None:
+        for frame in out:
+            if frame["type"] != "reply.delta":
+                await self._flush()
+                await self.tabs.broadcast(frame)
+                continue
+            self.reply_id = frame["id"]
+            self.unsent.append(frame["text"])
+            if time.monotonic() - self.sent_at >= OTHERS_DELTA_INTERVAL:
+                await self._flush()
+
+    async def _flush(self) -> None:
+        if self.unsent:
+            text, self.unsent = "".join(self.unsent), []
+            self.sent_at = time.monotonic()
+            await self.tabs.broadcast({"type": "reply.delta", "id": self.reply_id, "text": text})

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from chatbot.llm.errors import CircuitOpenError
+from chatbot.runtime import runtime
 
 
 class State(Enum):
@@ -64,18 +65,23 @@ class CircuitBreaker:
         self.probing = False
 
 
-_breakers: dict[str, CircuitBreaker] = {}
+class Breakers:
+    """The runtime's circuit breakers, one per provider endpoint (a runtime part)."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, CircuitBreaker] = {}
+
+    def get(self, key: str, *, provider: str, failure_threshold: int, cooldown: float) -> CircuitBreaker:
+        breaker = self.by_key.get(key)
+        if breaker is None:
+            breaker = self.by_key[key] = CircuitBreaker(provider, failure_threshold, cooldown)
+        else:
+            # Settings may change (tests, reloads); keep the state, follow the numbers.
+            breaker.failure_threshold, breaker.cooldown = failure_threshold, cooldown
+        return breaker
 
 
 def breaker_for(key: str, *, provider: str, failure_threshold: int, cooldown: float) -> CircuitBreaker:
-    breaker = _breakers.get(key)
-    if breaker is None:
-        breaker = _breakers[key] = CircuitBreaker(provider, failure_threshold, cooldown)
-    else:
-        # Settings may change (tests, reloads); keep the state, follow the numbers.
-        breaker.failure_threshold, breaker.cooldown = failure_threshold, cooldown
-    return breaker
-
-
-def reset_breakers() -> None:
-    _breakers.clear()
+    """The process's breaker for ``key`` (an endpoint: provider, base URL and key)."""
+    breakers = runtime().part(Breakers)
+    return breakers.get(key, provider=provider, failure_threshold=failure_threshold, cooldown=cooldown)

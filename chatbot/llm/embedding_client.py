@@ -44,6 +44,7 @@ from chatbot.llm.providers.embeddings import EMBEDDING_PROVIDERS, parse_embeddin
 from chatbot.llm.retry import parse_retry_after, retry_delay, should_retry
 from chatbot.llm.stream import REQUEST_ID_HEADERS
 from chatbot.llm.types import EmbeddingProfile
+from chatbot.runtime import runtime
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,8 @@ class VectorCache:
 
 
 class EmbeddingClient:
-    """One per process (``default_client``), or one per test. Owns the vector cache and the
-    private event loop of ``embed_sync``."""
+    """A runtime part (``default_client``), or a test's own. Owns the vector cache and the
+    private event loop of ``embed_sync``, which closes with it."""
 
     def __init__(self) -> None:
         self.cache = VectorCache()
@@ -240,23 +241,6 @@ def _request_id(headers: Mapping[str, str]) -> str:
     return next((value for name in REQUEST_ID_HEADERS if (value := headers.get(name))), "")
 
 
-_default: EmbeddingClient | None = None
-_default_lock = threading.Lock()
-
-
 def default_client() -> EmbeddingClient:
-    """The process's client (made on first use)."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = EmbeddingClient()
-        return _default
-
-
-def close_default_client() -> None:
-    """Close and forget the process's client (tests; a new one is made on next use)."""
-    global _default
-    with _default_lock:
-        client, _default = _default, None
-    if client is not None:
-        client.close()
+    """The process's client: a part of its runtime (made on first use)."""
+    return runtime().part(EmbeddingClient)

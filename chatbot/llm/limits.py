@@ -1,8 +1,8 @@
 """Per-provider concurrency limit and optional requests-per-minute limit.
 
-Semaphores belong to an event loop, so they are kept per loop (one loop under daphne;
-one per test under pytest-asyncio). The minute budget is a token bucket shared by the
-process.
+Both are the runtime's (``Limits``). Semaphores belong to an event loop, so they are kept
+per loop: one loop under daphne, but a script's ``asyncio.run`` or ``async_to_sync`` from
+synchronous code makes its own. The minute budget is a token bucket shared by the loops.
 """
 
 from __future__ import annotations
@@ -15,10 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from chatbot.llm.errors import APITimeoutError, RateLimitError
-
-_semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]] = (
-    weakref.WeakKeyDictionary()
-)
+from chatbot.runtime import runtime
 
 
 @dataclass
@@ -40,15 +37,28 @@ class MinuteBucket:
         return 0.0 if self.tokens >= 0 else -self.tokens / rate
 
 
-_buckets: dict[str, MinuteBucket] = {}
+class Limits:
+    """The runtime's concurrency slots and minute budgets, per provider endpoint (a runtime part)."""
 
+    def __init__(self) -> None:
+        # Weak: a loop that ended takes its semaphores with it.
+        self._semaphores: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]
+        ] = weakref.WeakKeyDictionary()
+        self._buckets: dict[str, MinuteBucket] = {}
 
-def _semaphore(key: str, size: int) -> asyncio.Semaphore:
-    per_loop = _semaphores.setdefault(asyncio.get_running_loop(), {})
-    semaphore = per_loop.get(key)
-    if semaphore is None:
-        semaphore = per_loop[key] = asyncio.Semaphore(size)
-    return semaphore
+    def semaphore(self, key: str, size: int) -> asyncio.Semaphore:
+        per_loop = self._semaphores.setdefault(asyncio.get_running_loop(), {})
+        semaphore = per_loop.get(key)
+        if semaphore is None:
+            semaphore = per_loop[key] = asyncio.Semaphore(size)
+        return semaphore
+
+    def bucket(self, key: str, rpm: int) -> MinuteBucket:
+        bucket = self._buckets.get(key)
+        if bucket is None or bucket.rpm != rpm:
+            bucket = self._buckets[key] = MinuteBucket(rpm)
+        return bucket
 
 
 @asynccontextmanager
@@ -56,10 +66,9 @@ async def provider_slot(
     key: str, *, provider: str, max_concurrent: int, rpm: int, max_wait: float, within: float
 ) -> AsyncIterator[None]:
     """Hold one of the provider's concurrent slots; wait at most ``max_wait`` for the minute budget."""
+    limits = runtime().part(Limits)
     if rpm > 0:
-        bucket = _buckets.get(key)
-        if bucket is None or bucket.rpm != rpm:
-            bucket = _buckets[key] = MinuteBucket(rpm)
+        bucket = limits.bucket(key, rpm)
         wait = bucket.wait_time()
         if wait > min(max_wait, within):
             bucket.tokens += 1  # not taken after all
@@ -68,7 +77,7 @@ async def provider_slot(
             )
         if wait:
             await asyncio.sleep(wait)
-    semaphore = _semaphore(key, max_concurrent)
+    semaphore = limits.semaphore(key, max_concurrent)
     try:
         async with asyncio.timeout(within):
             await semaphore.acquire()
@@ -80,8 +89,3 @@ async def provider_slot(
         yield
     finally:
         semaphore.release()
-
-
-def reset_limits() -> None:
-    _buckets.clear()
-    _semaphores.clear()

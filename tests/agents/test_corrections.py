@@ -3,7 +3,7 @@ access, and the whole loop from a fallback reply to a knowledge-base answer."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -25,14 +25,6 @@ from tests.chatbot.ws_client import connected, db, hello, send, until
 from tests.factories import make_bot, make_conversation, make_message
 
 QUESTION = "How do I reset my password?"
-
-
-@pytest.fixture(autouse=True)
-def fresh_indexes() -> Iterator[None]:
-    # Rolled-back tests reuse bot ids and revisions: never reuse another test's index.
-    matching.forget_snapshots()
-    yield
-    matching.forget_snapshots()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ correction makes a gap disappear."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from io import StringIO
 from typing import Any
@@ -19,7 +18,7 @@ from agents.models import Correction, QuestionVector
 from agents.selectors import gaps
 from agents.selectors.gaps import gap_questions, gap_report
 from chatbot.models import Bot, Conversation, Feedback, Message
-from knowledge import embeddings, matching
+from knowledge import embeddings
 from knowledge.services import entries_embed, entry_upsert
 from tests.agents.conftest import client_for, make_user
 from tests.factories import make_bot, make_conversation, make_message
@@ -33,14 +32,6 @@ PASSWORD = [
 ]
 PARCEL = ["Where is my parcel?", "Where's my parcel?"]
 UNRELATED = "Do you sell gift cards?"
-
-
-@pytest.fixture(autouse=True)
-def fresh_indexes() -> Iterator[None]:
-    # Rolled-back tests reuse bot ids and revisions: never reuse another test's index.
-    matching.forget_snapshots()
-    yield
-    matching.forget_snapshots()
 
 
 def ask(

@@ -17,10 +17,22 @@ from django.test import Client
 
 from chatbot import closecodes
 from chatbot.models import Bot, Conversation, Message, Visitor
+from chatbot.replying import Matcher
 from chatbot.tokens import visitor_token_sign
 from knowledge.models import Entry
 from tests.agents.conftest import make_user
-from tests.chatbot.ws_client import WAIT, application, closed_with, connected, db, hello, recv, send, until
+from tests.chatbot.ws_client import (
+    WAIT,
+    application,
+    closed_with,
+    connected,
+    db,
+    hello,
+    recv,
+    routes,
+    send,
+    until,
+)
 from tests.factories import make_bot
 from tests.fixtures.llm import Candidate, MatchResult, StandIn
 
@@ -90,19 +102,23 @@ def message_rows(conversation_id: int) -> list[tuple[str, str, str, str | None]]
     )
 
 
-async def waiting_with_an_agent(stack: AsyncExitStack, bot: Bot, agent: User) -> tuple[Any, Any, int]:
+async def waiting_with_an_agent(
+    stack: AsyncExitStack, bot: Bot, agent: User, *, matcher: Matcher | None = None
+) -> tuple[Any, Any, int]:
     """A console connected for ``agent`` and a visitor in the queue: (agent, visitor, id)."""
-    console = await stack.enter_async_context(agent_socket(agent))
-    visitor = await stack.enter_async_context(connected(bot))
+    console = await stack.enter_async_context(agent_socket(agent, app=routes(matcher)))
+    visitor = await stack.enter_async_context(connected(bot, matcher=matcher))
     conversation = (await hello(visitor))["conversation"]
     assert (await ask_for_person(visitor))["type"] == "handoff.waiting"
     assert (await recv(console))["type"] == "queue.update"
     return console, visitor, conversation
 
 
-async def taken(stack: AsyncExitStack, bot: Bot, agent: User) -> tuple[Any, Any, int]:
+async def taken(
+    stack: AsyncExitStack, bot: Bot, agent: User, *, matcher: Matcher | None = None
+) -> tuple[Any, Any, int]:
     """As ``waiting_with_an_agent``, then taken by the agent (all their frames read)."""
-    console, visitor, conversation = await waiting_with_an_agent(stack, bot, agent)
+    console, visitor, conversation = await waiting_with_an_agent(stack, bot, agent, matcher=matcher)
     await send(console, type="take", conversation=conversation)
     await collect(console, "conversation", "queue.update")
     assert (await recv(visitor))["type"] == "agent.joined"
@@ -163,9 +179,9 @@ async def test_taking_a_conversation_brings_the_agent_everything_and_tells_every
     )
     bob = await db(make_user, "bob", staff=True)
     async with AsyncExitStack() as stack:
-        console = await stack.enter_async_context(agent_socket(alice))
-        other = await stack.enter_async_context(agent_socket(bob))
-        visitor = await stack.enter_async_context(connected(bot))
+        console = await stack.enter_async_context(agent_socket(alice, app=routes(kb)))
+        other = await stack.enter_async_context(agent_socket(bob, app=routes(kb)))
+        visitor = await stack.enter_async_context(connected(bot, matcher=kb))
         conversation = (await hello(visitor))["conversation"]
         await send(visitor, type="message", text="Where is my parcel?", client_id="v1")
         await until(visitor, "reply.end")  # the bot answered from the knowledge base
@@ -220,8 +236,8 @@ async def test_agent_and_visitor_talk_and_the_bot_stays_silent(kb: StandIn) -> N
     bot = await db(make_bot)
     ann = await db(make_user, "ann", staff=True)
     async with AsyncExitStack() as stack:
-        console, visitor, conversation = await taken(stack, bot, ann)
-        second_tab = await stack.enter_async_context(agent_socket(ann))
+        console, visitor, conversation = await taken(stack, bot, ann, matcher=kb)
+        second_tab = await stack.enter_async_context(agent_socket(ann, app=routes(kb)))
         await send(second_tab, type="open", conversation=conversation)
         assert (await recv(second_tab))["type"] == "conversation"
 
@@ -270,7 +286,7 @@ async def test_typing_is_relayed_both_ways_at_most_every_two_seconds(kb: StandIn
     bot = await db(make_bot)
     ann = await db(make_user, "ann", staff=True)
     async with AsyncExitStack() as stack:
-        console, visitor, conversation = await taken(stack, bot, ann)
+        console, visitor, conversation = await taken(stack, bot, ann, matcher=kb)
         await send(visitor, type="typing")
         assert await recv(console) == {"type": "visitor.typing", "conversation": conversation}
         await send(visitor, type="typing")
@@ -296,7 +312,7 @@ async def test_handing_back_lets_the_bot_answer_again(kb: StandIn) -> None:
     entry = await db(Entry.objects.create, bot=bot, question="Refunds?", answer="Within 5 days.")
     ann = await db(make_user, "ann", staff=True)
     async with AsyncExitStack() as stack:
-        console, visitor, conversation = await taken(stack, bot, ann)
+        console, visitor, conversation = await taken(stack, bot, ann, matcher=kb)
         await send(console, type="release", conversation=conversation)
         left = await recv(visitor)
         notice = await db(Message.objects.filter(conversation_id=conversation, role="system").last)

@@ -17,7 +17,7 @@ from agents import live
 from agents.models import Presence
 from chatbot import handoff
 from chatbot.models import Conversation, Message, Visitor
-from chatbot.selectors import handoff_state
+from chatbot.selectors import agents_online, handoff_state
 from tests.agents.conftest import make_user
 from tests.factories import make_bot, make_conversation, make_message
 
@@ -167,7 +167,7 @@ def test_any_agent_may_close_a_waiting_conversation_but_not_an_open_one() -> Non
 def test_agents_online_counts_recent_agents_who_see_the_bot(settings: Any) -> None:
     settings.AGENT_ONLINE_SECONDS = 60
     shop, other = make_bot(name="Shop"), make_bot(name="Other")
-    assert live.agents_online(bot_id=shop.pk) is False
+    assert agents_online(bot_id=shop.pk) is False
     online(make_user("visitor-ish"))  # signed in, not an agent
     online(make_user("stale", staff=True), seconds_ago=61)
     online(make_user("elsewhere", agent=True, bots=[other]))
@@ -175,11 +175,11 @@ def test_agents_online_counts_recent_agents_who_see_the_bot(settings: Any) -> No
     gone.is_active = False
     gone.save()
     online(gone)
-    assert live.agents_online(bot_id=shop.pk) is False
-    assert live.agents_online(bot_id=other.pk) is True
+    assert agents_online(bot_id=shop.pk) is False
+    assert agents_online(bot_id=other.pk) is True
 
     online(make_user("assigned", agent=True, bots=[other, shop]))
-    assert live.agents_online(bot_id=shop.pk) is True
+    assert agents_online(bot_id=shop.pk) is True
 
 
 @pytest.mark.django_db

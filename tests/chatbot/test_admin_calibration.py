@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -16,7 +16,7 @@ from django.test import Client
 from django.urls import reverse
 
 from chatbot.models import Bot
-from knowledge import embeddings, matching
+from knowledge import embeddings
 from knowledge.confidence import FEATURES, Calibrator
 from knowledge.models import Calibration, Entry
 from knowledge.services import entry_upsert
@@ -46,13 +46,6 @@ KB = {
         "How to pay?",
     ],
 }
-
-
-@pytest.fixture(autouse=True)
-def fresh_indexes() -> Iterator[None]:
-    matching.forget_snapshots()
-    yield
-    matching.forget_snapshots()
 
 
 @pytest.fixture

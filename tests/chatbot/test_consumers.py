@@ -366,7 +366,7 @@ async def test_a_visitor_sending_too_fast_is_rate_limited(settings: Any, kb: Any
     settings.CHAT_RATE_VISITOR = (2, 60.0)
     settings.CHAT_RATE_IP = None
     bot = await db(make_bot)
-    async with connected(bot) as comm:
+    async with connected(bot, matcher=kb) as comm:
         welcome = await hello(comm)
         for n in range(2):
             await send(comm, type="message", text=f"question {n}", client_id=f"c{n}")
@@ -386,9 +386,9 @@ async def test_visitors_behind_one_address_share_its_limit(settings: Any, kb: An
     settings.CHAT_RATE_IP = (1, 60.0)
     bot = await db(make_bot)
     async with (
-        connected(bot) as first,
-        connected(bot) as second,
-        connected(bot, client=("192.0.2.9", 1)) as third,
+        connected(bot, matcher=kb) as first,
+        connected(bot, matcher=kb) as second,
+        connected(bot, client=("192.0.2.9", 1), matcher=kb) as third,
     ):
         for comm in (first, second, third):
             await hello(comm)

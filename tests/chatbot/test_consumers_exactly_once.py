@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 from django.db import IntegrityError, transaction
 
-from chatbot import inflight, replying
+from chatbot import inflight
 from chatbot.chat.relay import conversation_lock
 from chatbot.models import Conversation, Message
+from chatbot.reply_events import Acked, ReplyEvent
+from chatbot.replying import reply_stream
 from chatbot.services import DuplicateMessage, visitor_message_add
 from devtools.fake_llm.server import FakeLLMServer
 from tests.chatbot.ws_client import connected, db, hello, recv, rows, send, two_tabs, until
@@ -40,7 +42,7 @@ async def stored(conversation_id: int, count: int) -> list[tuple[str, str, str, 
 async def test_a_message_sent_twice_on_one_socket_is_stored_and_answered_once(
     kb: StandIn, llm: Callable[..., None], fake: FakeLLMServer
 ) -> None:
-    async with connected(await db(make_bot)) as comm:
+    async with connected(await db(make_bot), matcher=kb) as comm:
         welcome = await hello(comm)
         await send(comm, type="message", text=QUESTION, client_id="c1")
         await send(comm, type="message", text=QUESTION, client_id="c1")  # before the first is answered
@@ -58,12 +60,12 @@ async def test_a_message_stored_as_the_connection_dropped_is_acknowledged_again_
     kb: StandIn, llm: Callable[..., None], fake: FakeLLMServer
 ) -> None:
     bot = await db(make_bot)
-    async with connected(bot) as comm:
+    async with connected(bot, matcher=kb) as comm:
         welcome = await hello(comm)
         await send(comm, type="message", text=QUESTION, client_id="c1")
         # The connection drops with the ack (and the reply) on the way: the widget never saw them.
         assert await stored(welcome["conversation"], 2) == ANSWERED
-    async with connected(bot) as comm:
+    async with connected(bot, matcher=kb) as comm:
         resync = await hello(comm, welcome["visitor"])
         await send(comm, type="message", text=QUESTION, client_id="c1")  # sent again, same id
         ack = await recv(comm)
@@ -82,7 +84,7 @@ async def test_the_same_message_from_two_tabs_at_once_is_stored_and_answered_onc
     kb: StandIn, llm: Callable[..., None], fake: FakeLLMServer
 ) -> None:
     bot = await db(make_bot)
-    async with two_tabs(bot) as (first, second, welcome):
+    async with two_tabs(bot, matcher=kb) as (first, second, welcome):
         async with conversation_lock(welcome["conversation"]):
             for comm in (first, second):
                 await send(comm, type="message", text=QUESTION, client_id="c1")
@@ -119,7 +121,7 @@ async def rest(comm: Any) -> list[dict[str, Any]]:
 async def test_a_request_for_a_person_sent_again_is_acknowledged_and_not_asked_again(
     kb: StandIn, llm: Callable[..., None]
 ) -> None:
-    async with connected(await db(make_bot)) as comm:
+    async with connected(await db(make_bot), matcher=kb) as comm:
         welcome = await hello(comm)
         await send(comm, type="message", text="I want to talk to a human", client_id="h1")
         asked = await until(comm, "handoff.unavailable")
@@ -138,17 +140,18 @@ async def test_two_processes_storing_the_same_message_at_once_store_it_once(kb: 
     the unique constraint refuses the batch, and the second, stored alone, is the duplicate."""
     conversation = await db(make_conversation)
 
-    async def first_event() -> replying.ReplyEvent:
-        stream = replying.reply_stream(conversation_id=conversation.pk, text="Hello?", client_id="c1")
+    async def first_event() -> ReplyEvent:
+        stream = reply_stream(conversation_id=conversation.pk, text="Hello?", client_id="c1", matcher=kb)
         async with aclosing(stream) as events:
             return await anext(events)
 
     async with inflight.keeper().flight():  # the heartbeat is fresh: both go straight to the store
         events = await asyncio.gather(first_event(), first_event())
-    [start] = [e for e in events if isinstance(e, replying.ReplyStart)]
-    [duplicate] = [e for e in events if isinstance(e, replying.ReplyDuplicate)]
-    assert duplicate.visitor_message_id == start.visitor_message_id
-    # The reply abandoned after its start leaves no row.
+    assert all(isinstance(e, Acked) for e in events)
+    [acked] = [e for e in events if isinstance(e, Acked) and not e.duplicate]
+    [duplicate] = [e for e in events if isinstance(e, Acked) and e.duplicate]
+    assert duplicate.message_id == acked.message_id
+    # The reply abandoned after the ack leaves no row.
     assert await db(rows, conversation.pk) == [("visitor", "Hello?", "", "complete")]
 
 

@@ -109,7 +109,7 @@ async def test_a_visitor_erased_while_connected_is_closed_at_their_next_frame(
     frame: dict[str, Any], kb: StandIn, caplog: pytest.LogCaptureFixture
 ) -> None:
     bot = await db(make_bot)
-    async with connected(bot) as comm:
+    async with connected(bot, matcher=kb) as comm:
         welcome = await hello(comm)
         await db(visitor_erase, welcome["conversation"])
         await send(comm, **frame)
@@ -118,7 +118,7 @@ async def test_a_visitor_erased_while_connected_is_closed_at_their_next_frame(
         assert await comm.receive_nothing(timeout=0.2)
     assert errors_logged(caplog) == []
     assert await db(Message.objects.count) == 0 and await db(Visitor.objects.count) == 0
-    async with connected(bot) as comm:  # the same token, a new connection: a new visitor
+    async with connected(bot, matcher=kb) as comm:  # the same token, a new connection: a new visitor
         again = await hello(comm, welcome["visitor"])
     assert again["visitor"] != welcome["visitor"] and again["messages"] == []
 
@@ -127,12 +127,12 @@ async def test_a_conversation_erased_while_connected_closes_it_and_the_visitor_s
     kb: StandIn,
 ) -> None:
     bot = await db(make_bot)
-    async with connected(bot) as comm:
+    async with connected(bot, matcher=kb) as comm:
         welcome = await hello(comm)
         await db(Conversation.objects.filter(pk=welcome["conversation"]).delete)
         await send(comm, type="handoff")
         assert await closed_with(comm) == closecodes.ERASED
-    async with connected(bot) as comm:
+    async with connected(bot, matcher=kb) as comm:
         again = await hello(comm, welcome["visitor"])
     assert again["visitor"] == welcome["visitor"] and again["conversation"] != welcome["conversation"]
 
@@ -168,12 +168,12 @@ async def test_an_unexpected_failure_is_logged_once_and_answered_with_server_err
 async def test_a_failure_while_a_message_is_answered_leaves_the_next_message_answered(
     monkeypatch: pytest.MonkeyPatch, kb: StandIn, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def relay_broken(**kwargs: Any) -> str:
-        raise RuntimeError("the relay fell over")
+    def stream_broken(**kwargs: Any) -> Any:
+        raise RuntimeError("storing the message fell over")
 
-    monkeypatch.setattr(consumers, "visitor_message_relay", relay_broken)
+    monkeypatch.setattr(consumers, "handoff_message_stream", stream_broken)
     bot = await db(make_bot)
-    async with connected(bot) as comm:
+    async with connected(bot, matcher=kb) as comm:
         await hello(comm)
         await send(comm, type="message", text="I want to talk to a real person", client_id="m-1")
         error = await recv(comm)

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from agents.frames import agent_frame_parse
 from chatbot.chat import frames
-from chatbot.chat.agent_frames import agent_frame_parse
 from chatbot.chat.frames import (
     MAX_DEPTH,
     Contact,

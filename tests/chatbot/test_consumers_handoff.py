@@ -17,7 +17,7 @@ from chatbot.tokens import visitor_token_sign
 from knowledge.models import Entry
 from tests.agents.conftest import make_user
 from tests.agents.test_live_consumer import QUIET, agent_socket, silent
-from tests.chatbot.ws_client import connected, db, hello, recv, rows, send, tabs_settled, until
+from tests.chatbot.ws_client import connected, db, hello, recv, routes, rows, send, tabs_settled, until
 from tests.factories import make_bot, make_conversation
 from tests.fixtures.llm import Candidate, MatchResult, StandIn
 
@@ -91,7 +91,7 @@ async def test_a_message_asking_for_a_person_is_acknowledged_and_handed_off_not_
 ) -> None:
     bot = await db(make_bot)
     await db(agent_online)
-    async with connected(bot) as comm:
+    async with connected(bot, matcher=kb) as comm:
         conversation = (await hello(comm))["conversation"]
         await send(comm, type="message", text=text, client_id="c1")
         ack = await recv(comm)
@@ -110,7 +110,7 @@ async def test_a_question_that_merely_mentions_an_agent_gets_the_bots_answer(kb:
     entry = await db(Entry.objects.create, bot=bot, question="Spain?", answer="We ship to Spain.")
     kb.result = MatchResult("answer", [Candidate(entry.pk, entry.question, entry.answer, 0.9)])
     await db(agent_online)
-    async with connected(bot) as comm:
+    async with connected(bot, matcher=kb) as comm:
         await hello(comm)
         await send(comm, type="message", text="Is your shipping agent in Spain?", client_id="c1")
         end = (await until(comm, "reply.end"))[-1]
@@ -123,7 +123,7 @@ async def test_no_agent_in_time_sends_the_visitor_back_to_the_bot(settings: Any,
     bot = await db(make_bot)
     entry = await db(Entry.objects.create, bot=bot, question="Hours?", answer="9 to 5.")
     ann = await db(make_user, "ann", staff=True)
-    async with agent_socket(ann) as console, connected(bot) as comm:
+    async with agent_socket(ann, app=routes(kb)) as console, connected(bot, matcher=kb) as comm:
         await hello(comm)
         await send(comm, type="handoff")
         assert (await recv(comm))["type"] == "handoff.waiting"
@@ -202,7 +202,7 @@ async def test_a_yes_right_after_the_fallback_takes_its_offer_of_a_person(settin
     settings.LLM_PROVIDER = ""  # no LLM: unanswered questions get the fallback, which offers a person
     bot = await db(make_bot)
     await db(agent_online)
-    async with connected(bot) as comm:
+    async with connected(bot, matcher=kb) as comm:
         conversation = (await hello(comm))["conversation"]
         await send(comm, type="message", text="My sofa arrived broken", client_id="c1")
         assert (await until(comm, "reply.end"))[-1]["source"] == "fallback"
@@ -219,7 +219,7 @@ async def test_a_yes_after_any_other_reply_is_an_ordinary_message(kb: StandIn) -
     entry = await db(Entry.objects.create, bot=bot, question="Sofa?", answer="Our sofas ship in 5 days.")
     kb.result = MatchResult("answer", [Candidate(entry.pk, entry.question, entry.answer, 0.9)])
     await db(agent_online)
-    async with connected(bot) as comm:
+    async with connected(bot, matcher=kb) as comm:
         await hello(comm)
         await send(comm, type="message", text="When does a sofa ship?", client_id="c1")
         await until(comm, "reply.end")

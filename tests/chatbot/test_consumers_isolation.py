@@ -30,7 +30,7 @@ async def test_another_visitor_receives_nothing_of_a_conversation(
 ) -> None:
     llm()
     bot = await db(make_bot)
-    async with connected(bot) as alice, connected(bot) as bob:
+    async with connected(bot, matcher=kb) as alice, connected(bot, matcher=kb) as bob:
         alice_welcome = await hello(alice)
         bob_welcome = await hello(bob)
         assert alice_welcome["conversation"] != bob_welcome["conversation"]
@@ -38,7 +38,7 @@ async def test_another_visitor_receives_nothing_of_a_conversation(
         await send(alice, type="message", text="my address is 1 Elm St", client_id="c1")
         await until(alice, "reply.end")
         await bob.receive_nothing(timeout=0.5)
-    async with connected(bot) as bob:
+    async with connected(bot, matcher=kb) as bob:
         assert (await hello(bob, bob_welcome["visitor"]))["messages"] == []
 
 
@@ -92,11 +92,11 @@ async def test_a_bad_token_gets_a_new_visitor_not_the_one_it_names(kind: str) ->
 
 async def test_a_token_of_one_bot_opens_nothing_on_another(kb: StandIn) -> None:
     bot, other_bot = await db(make_bot), await db(make_bot, name="Other")
-    async with connected(bot) as comm:
+    async with connected(bot, matcher=kb) as comm:
         token = (await hello(comm))["visitor"]
         await send(comm, type="message", text="hello", client_id="c1")
         await until(comm, "reply.end")
-    async with connected(other_bot) as comm:
+    async with connected(other_bot, matcher=kb) as comm:
         welcome = await hello(comm, token)
     assert welcome["messages"] == []
     conversation = await db(Conversation.objects.get, pk=welcome["conversation"])

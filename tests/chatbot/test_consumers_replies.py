@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from chatbot import replying
+from chatbot import reply_store, replying
 from chatbot.chat.relay import conversation_lock
 from chatbot.llm.types import ChatRequest, ChatResult, Delta
 from chatbot.models import Conversation, Message
+from chatbot.replying import Matcher
 from devtools.fake_llm.server import FakeLLMServer
 from knowledge.models import Entry
 from tests.chatbot.ws_client import (
@@ -68,7 +69,7 @@ async def test_a_knowledge_answer_is_acknowledged_then_sent_at_once(
 ) -> None:
     bot = await db(make_bot)
     entry = await db(Entry.objects.create, bot=bot, question="Refunds?", answer="5 days.")
-    async with connected(bot) as comm:
+    async with connected(bot, matcher=kb) as comm:
         await hello(comm)
         kb.result = MatchResult("answer", [Candidate(entry.pk, entry.question, entry.answer, 0.93)])
         await send(comm, type="message", text=" How long do refunds take? ", client_id="c1")
@@ -104,7 +105,7 @@ async def test_an_llm_reply_streams_each_delta_as_it_arrives_and_is_stored_with_
     kb: StandIn, llm: Callable[..., None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gate = Gate(monkeypatch)
-    async with connected(await db(make_bot)) as comm:
+    async with connected(await db(make_bot), matcher=kb) as comm:
         await hello(comm)
         await send(comm, type="message", text="Can you send to Norway?", client_id="c1")
         ack, start, first = await recv(comm), await recv(comm), await recv(comm)
@@ -139,7 +140,7 @@ async def test_an_llm_reply_with_references_reports_the_best_entry(
     bot = await db(make_bot)
     entry = await db(Entry.objects.create, bot=bot, question="Shipping?", answer="EU and UK.")
     kb.result = MatchResult("reference", [Candidate(entry.pk, entry.question, entry.answer, 0.6)])
-    async with connected(bot) as comm:
+    async with connected(bot, matcher=kb) as comm:
         await hello(comm)
         await send(comm, type="message", text="Norway?", client_id="c1")
         end = (await until(comm, "reply.end"))[-1]
@@ -154,7 +155,7 @@ async def test_without_an_llm_a_plausible_entry_is_suggested_and_the_conversatio
     bot = await db(make_bot)
     entry = await db(Entry.objects.create, bot=bot, question="Shipping?", answer="EU and UK.")
     kb.result = MatchResult("reference", [Candidate(entry.pk, entry.question, entry.answer, 0.6)])
-    async with connected(bot) as comm:
+    async with connected(bot, matcher=kb) as comm:
         await hello(comm)
         await send(comm, type="message", text="Do you send parcels to Norway?", client_id="c1")
         end = (await until(comm, "reply.end"))[-1]
@@ -171,7 +172,7 @@ async def test_without_an_llm_the_fallback_is_sent_and_the_conversation_flagged(
 ) -> None:
     llm(LLM_PROVIDER="")
     bot = await db(make_bot, fallback_reply="Shall I find a person?")
-    async with connected(bot) as comm:
+    async with connected(bot, matcher=kb) as comm:
         welcome = await hello(comm)
         await send(comm, type="message", text="Something odd", client_id="c1")
         frames = await until(comm, "reply.end")
@@ -195,7 +196,7 @@ async def test_an_llm_failing_before_any_text_sends_the_fallback_and_says_so(
     script: str, kb: StandIn, llm: Callable[..., None]
 ) -> None:
     llm(LLM_MAX_RETRIES=0)
-    async with connected(await db(make_bot)) as comm:
+    async with connected(await db(make_bot), matcher=kb) as comm:
         welcome = await hello(comm)
         await send(comm, type="message", text=f"hi [[fake: {script}]]", client_id="c1")
         frames = await until(comm, "reply.end")
@@ -210,7 +211,7 @@ async def test_an_open_circuit_sends_the_fallback_without_asking_the_llm(
     kb: StandIn, llm: Callable[..., None], fake: FakeLLMServer
 ) -> None:
     llm(LLM_MAX_RETRIES=0, LLM_BREAKER_FAILURES=1)
-    async with connected(await db(make_bot)) as comm:
+    async with connected(await db(make_bot), matcher=kb) as comm:
         await hello(comm)
         await send(comm, type="message", text="[[fake: status=503]]", client_id="c1")
         await until(comm, "error")
@@ -225,7 +226,7 @@ async def test_a_stream_broken_mid_reply_is_stored_as_partial_and_the_visitor_to
     kb: StandIn, llm: Callable[..., None]
 ) -> None:
     llm()
-    async with connected(await db(make_bot)) as comm:
+    async with connected(await db(make_bot), matcher=kb) as comm:
         welcome = await hello(comm)
         await send(comm, type="message", text="[[fake: tokens=4 drop_after=2]]", client_id="c1")
         frames = await until(comm, "reply.end")
@@ -241,7 +242,7 @@ async def test_a_message_sent_during_a_reply_is_queued_not_interleaved(
     kb: StandIn, llm: Callable[..., None]
 ) -> None:
     llm()
-    async with connected(await db(make_bot)) as comm:
+    async with connected(await db(make_bot), matcher=kb) as comm:
         welcome = await hello(comm)
         await send(comm, type="message", text="first [[fake: tokens=5 delay_ms=5]]", client_id="c1")
         await send(comm, type="message", text="second [[fake: tokens=3]]", client_id="c2")
@@ -264,7 +265,7 @@ async def test_a_connection_queues_at_most_chat_queue_max_messages(
 ) -> None:
     settings.CHAT_QUEUE_MAX = 1
     llm(LLM_PROVIDER="")
-    async with connected(await db(make_bot)) as comm:
+    async with connected(await db(make_bot), matcher=kb) as comm:
         welcome = await hello(comm)
         async with conversation_lock(welcome["conversation"]):  # hold the replies back
             for n in range(3):
@@ -283,7 +284,7 @@ async def test_the_visitors_other_tabs_see_the_message_and_the_streamed_reply(
 ) -> None:
     llm()
     bot = await db(make_bot)
-    async with connected(bot) as first, connected(bot) as second:
+    async with connected(bot, matcher=kb) as first, connected(bot, matcher=kb) as second:
         welcome = await hello(first)
         assert (await hello(second, welcome["visitor"]))["conversation"] == welcome["conversation"]
         await tabs_settled(f"conversation.{welcome['conversation']}", first, second)
@@ -322,7 +323,7 @@ async def test_other_tabs_get_a_fast_stream_in_fewer_larger_pieces(
     channel-layer message, a Redis round trip with several processes)."""
     llm()
     bot = await db(make_bot)
-    async with two_tabs(bot) as (first, second, _):
+    async with two_tabs(bot, matcher=kb) as (first, second, _):
         await send(first, type="message", text="Hi [[fake: tokens=12 delay_ms=1]]", client_id="c1")
         own = await until(first, "reply.end")
         other = await until(second, "reply.end")
@@ -338,7 +339,7 @@ async def test_two_tabs_sending_at_once_get_one_reply_after_the_other(
 ) -> None:
     llm()
     bot = await db(make_bot)
-    async with two_tabs(bot) as (first, second, welcome):
+    async with two_tabs(bot, matcher=kb) as (first, second, welcome):
         async with conversation_lock(welcome["conversation"]):
             for comm, text in ((first, "from A [[fake: tokens=4]]"), (second, "from B [[fake: tokens=2]]")):
                 await send(comm, type="message", text=text, client_id=text[5])  # each its own id
@@ -363,8 +364,8 @@ async def test_a_tab_closing_mid_reply_keeps_the_text_so_far_and_ends_the_reply_
     Gate(monkeypatch)  # never opened: the stream stays after its first delta
     llm()
     bot = await db(make_bot)
-    async with connected(bot) as watcher:
-        first = await _connect(bot)
+    async with connected(bot, matcher=kb) as watcher:
+        first = await _connect(bot, matcher=kb)
         welcome = await hello(first)
         await hello(watcher, welcome["visitor"])
         await tabs_settled(f"conversation.{welcome['conversation']}", first, watcher)
@@ -379,7 +380,7 @@ async def test_a_tab_closing_mid_reply_keeps_the_text_so_far_and_ends_the_reply_
 async def test_while_an_agent_has_the_conversation_only_the_ack_is_sent(
     kb: StandIn, llm: Callable[..., None], django_user_model: Any, fake: FakeLLMServer
 ) -> None:
-    async with connected(await db(make_bot)) as comm:
+    async with connected(await db(make_bot), matcher=kb) as comm:
         welcome = await hello(comm)
         agent = await db(django_user_model.objects.create_user, "agent", password="x")
         await db(
@@ -397,8 +398,8 @@ async def test_while_an_agent_has_the_conversation_only_the_ack_is_sent(
 # --- helpers -----------------------------------------------------------------------------
 
 
-async def _connect(bot: Any) -> Any:
-    comm = communicator(bot)
+async def _connect(bot: Any, *, matcher: Matcher) -> Any:
+    comm = communicator(bot, matcher=matcher)
     assert (await comm.connect(timeout=WAIT))[0]
     return comm
 
@@ -409,8 +410,8 @@ async def test_a_failure_before_the_message_is_stored_is_a_server_error(
     def broken(arrivals: list[Any]) -> None:
         raise RuntimeError("database is down")
 
-    monkeypatch.setattr(replying, "_visitor_messages_store", broken)
-    async with connected(await db(make_bot)) as comm:
+    monkeypatch.setattr(reply_store, "visitor_messages_batch", broken)
+    async with connected(await db(make_bot), matcher=kb) as comm:
         await hello(comm)
         await send(comm, type="message", text="hello", client_id="c1")
         error = await recv(comm)
@@ -420,15 +421,15 @@ async def test_a_failure_before_the_message_is_stored_is_a_server_error(
     assert await db(Message.objects.count) == 0
 
 
-async def test_a_failure_mid_reply_ends_it_as_failed_and_leaves_no_empty_reply(
+async def test_a_failure_mid_reply_ends_it_as_failed_and_keeps_what_was_sent_as_partial(
     kb: StandIn, llm: Callable[..., None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("database is down")
 
     llm()
-    monkeypatch.setattr(replying, "_replies_store", broken)
-    async with connected(await db(make_bot)) as comm:
+    monkeypatch.setattr(reply_store, "reply_rows_batch", broken)
+    async with connected(await db(make_bot), matcher=kb) as comm:
         welcome = await hello(comm)
         await send(comm, type="message", text="[[fake: tokens=3]]", client_id="c1")
         frames = await until(comm, "reply.end")
@@ -439,4 +440,7 @@ async def test_a_failure_mid_reply_ends_it_as_failed_and_leaves_no_empty_reply(
         "llm",
     )
     assert (error["code"], error["client_id"]) == ("server_error", "c1")
-    assert await db(rows, welcome["conversation"]) == [("visitor", "[[fake: tokens=3]]", "", "complete")]
+    assert await db(rows, welcome["conversation"]) == [
+        ("visitor", "[[fake: tokens=3]]", "", "complete"),
+        ("bot", "tok1 tok2 tok3 ", "llm", "partial"),  # the reply could not be saved; its text is kept
+    ]

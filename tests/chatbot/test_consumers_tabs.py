@@ -37,7 +37,7 @@ async def test_a_lone_tab_sends_nothing_through_the_channel_layer(
     kb: StandIn, llm: Callable[..., None], frames_sent: list[str]
 ) -> None:
     llm()
-    async with connected(await db(make_bot)) as comm:
+    async with connected(await db(make_bot), matcher=kb) as comm:
         await hello(comm)
         await send(comm, type="message", text="Hi [[fake: tokens=6]]", client_id="c1")
         frames = await until(comm, "reply.end")
@@ -50,7 +50,7 @@ async def test_a_tab_that_joins_later_hears_the_first_and_is_heard(
 ) -> None:
     llm()
     bot = await db(make_bot)
-    async with two_tabs(bot) as (first, second, _):
+    async with two_tabs(bot, matcher=kb) as (first, second, _):
         # The later tab learnt of the first from its "present" answer: its reply reaches it.
         await send(second, type="message", text="from the new tab [[fake: tokens=2]]", client_id="c1")
         own = await until(second, "reply.end")
@@ -65,10 +65,10 @@ async def test_a_tab_that_left_is_no_longer_sent_to(
 ) -> None:
     llm()
     bot = await db(make_bot)
-    async with connected(bot) as first:
+    async with connected(bot, matcher=kb) as first:
         welcome = await hello(first)
         group = f"conversation.{welcome['conversation']}"
-        async with connected(bot) as second:
+        async with connected(bot, matcher=kb) as second:
             await hello(second, welcome["visitor"])
             await tabs_settled(group, first, second)
         await tabs_settled(group, first)  # the "left" has been heard

@@ -1,4 +1,4 @@
-"""Seeded fuzzing of both websockets (README "The chat protocol", "The agent socket").
+"""Seeded fuzzing of both websockets (docs/chat-protocol.md, docs/agent-socket.md).
 
 Thousands of random and hostile frames per socket: deep and unbalanced nesting, sizes
 around CHAT_MAX_FRAME_BYTES, every JSON type in every field, lone surrogates and other odd
@@ -316,7 +316,13 @@ async def test_the_chat_socket_answers_every_hostile_frame_as_documented(
     seen: list[dict[str, Any]] = []
     hostile = chat_hostile(random.Random(SEED), seen)
     fuzzer = Fuzzer(
-        hostile, lambda: communicator(bot), CHAT_ERRORS, CHAT_FRAMES, CHAT_CLOSES, CHAT_SILENT, seen
+        hostile,
+        lambda: communicator(bot, matcher=kb),
+        CHAT_ERRORS,
+        CHAT_FRAMES,
+        CHAT_CLOSES,
+        CHAT_SILENT,
+        seen,
     )
     await fuzzer.run(FRAMES)
     print(f"\nchat socket, seed {SEED}: {fuzzer.tally}")
@@ -324,7 +330,7 @@ async def test_the_chat_socket_answers_every_hostile_frame_as_documented(
     assert unhandled(caplog) == []
     assert sum(fuzzer.tally.sent.values()) == FRAMES
     assert fuzzer.tally.errors["bad_json"] > 100 and fuzzer.tally.closes[closecodes.FRAME_TOO_LARGE] > 5
-    async with connected(bot) as comm:  # and then, a normal conversation
+    async with connected(bot, matcher=kb) as comm:  # and then, a normal conversation
         await hello(comm)
         await send(comm, type="message", text="Do you ship to Norway?", client_id="after-fuzz")
         answer = await until(comm, "reply.end")
@@ -380,7 +386,7 @@ async def test_the_agent_socket_answers_every_hostile_frame_as_documented(
     assert fuzzer.tally.errors["bad_json"] > 100 and fuzzer.tally.closes[closecodes.FRAME_TOO_LARGE] > 5
     # And then, a normal conversation: a visitor asks for a person, the agent takes it and writes.
     await db(Presence.objects.update_or_create, user=ann)
-    async with connected(bot) as visitor:
+    async with connected(bot, matcher=kb) as visitor:
         conversation = (await hello(visitor))["conversation"]
         await send(visitor, type="handoff")
         assert (await recv(visitor))["type"] == "handoff.waiting"

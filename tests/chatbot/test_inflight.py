@@ -4,7 +4,7 @@ heartbeat, and the reaper of replies a dead server process left pending."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +14,7 @@ from django.utils import timezone
 from chatbot import inflight, replying
 from chatbot.llm.types import Delta
 from chatbot.models import Conversation, Message, ProcessHeartbeat
+from chatbot.reply_events import Started
 from tests.chatbot.ws_client import connected, db, hello, recv, send, until
 from tests.factories import make_bot, make_conversation, make_message
 from tests.fixtures.llm import StandIn
@@ -25,10 +26,9 @@ ALIVE = "a" * 32
 
 
 @pytest.fixture
-def keeper() -> Iterator[inflight.Keeper]:
-    """This process's keeper, new for the test (new owner, counters at zero)."""
-    yield inflight.keeper_reset()
-    inflight.keeper_reset()
+def keeper() -> inflight.Keeper:
+    """This process's keeper: the test's runtime's, so new (new owner, counters at zero)."""
+    return inflight.keeper()
 
 
 def beat(owner: str, seconds_ago: float) -> None:
@@ -163,7 +163,7 @@ async def test_a_reply_streams_its_text_into_the_database_before_it_ends(
     kb: StandIn, llm: Callable[..., None], settings: Any, keeper: inflight.Keeper
 ) -> None:
     settings.REPLY_FLUSH_SECONDS = 0.1
-    async with connected(await db(make_bot)) as comm:
+    async with connected(await db(make_bot), matcher=kb) as comm:
         await hello(comm)
         # 80 deltas 40 ms apart: about 3 s of streaming.
         await send(comm, type="message", text="[[fake: tokens=80 delay_ms=40]]", client_id="c1")
@@ -187,11 +187,14 @@ async def test_a_reply_abandoned_before_any_text_leaves_no_row(
     kb: StandIn, llm: Callable[..., None], keeper: inflight.Keeper
 ) -> None:
     conversation = await db(make_conversation)
-    stream = replying.reply_stream(conversation_id=conversation.pk, text="[[fake: first_delay_ms=5000]]")
-    start = await anext(stream)
-    assert await db(state, Message(pk=start.reply_id)) == ("pending", "")
+    stream = replying.reply_stream(
+        conversation_id=conversation.pk, text="[[fake: first_delay_ms=5000]]", matcher=kb
+    )
+    await anext(stream)  # acknowledged: the reply's row is reserved
+    reply = await db(Message.objects.get, conversation=conversation, role="bot")
+    assert await db(state, reply) == ("pending", "")
     await stream.aclose()
-    assert await db(state, Message(pk=start.reply_id)) is None
+    assert await db(state, reply) is None
     assert await db(Message.objects.filter(conversation=conversation).count) == 1  # the question
 
 
@@ -206,9 +209,12 @@ async def test_a_reply_whose_stream_breaks_unexpectedly_keeps_what_was_streamed(
     conversation = await db(make_conversation)
     events = []
     with pytest.raises(RuntimeError):
-        async for event in replying.reply_stream(conversation_id=conversation.pk, text="When do you open?"):
+        async for event in replying.reply_stream(
+            conversation_id=conversation.pk, text="When do you open?", matcher=kb
+        ):
             events.append(event)
-    assert await db(state, Message(pk=events[0].reply_id)) == ("partial", "Our shop opens")
+    [started] = [e for e in events if isinstance(e, Started)]
+    assert await db(state, Message(pk=started.reply_id)) == ("partial", "Our shop opens")
 
 
 # --- What is shown ------------------------------------------------------------------------------
@@ -232,15 +238,15 @@ async def test_hello_after_shows_a_reply_the_reaper_kept_as_partial_and_never_on
     kb: StandIn, llm: Callable[..., None]
 ) -> None:
     bot = await db(make_bot)
-    async with connected(bot) as comm:
+    async with connected(bot, matcher=kb) as comm:
         welcome = await hello(comm)
     conversation = await db(Conversation.objects.get, pk=welcome["conversation"])
     asked = await db(make_message, conversation, text="Hours?", client_id="c1")
     cut = await db(pending, conversation, DEAD, "We open at 9 and")
-    async with connected(bot) as comm:
+    async with connected(bot, matcher=kb) as comm:
         assert (await hello(comm, welcome["visitor"], after=asked.pk))["messages"] == []
     await db(inflight.orphans_reap)
-    async with connected(bot) as comm:
+    async with connected(bot, matcher=kb) as comm:
         resync = await hello(comm, welcome["visitor"], after=asked.pk)
         history = await hello(comm, welcome["visitor"])
     assert [(m["id"], m["status"], m["text"]) for m in resync["messages"]] == [

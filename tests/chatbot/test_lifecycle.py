@@ -4,7 +4,6 @@ daphne, or by ASGI lifespan events under servers that send them."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +13,7 @@ from django.utils import timezone
 from chatbot import inflight
 from chatbot.lifecycle import ProcessLifecycle
 from chatbot.models import Message, ProcessHeartbeat
+from chatbot.runtime import Runtime, runtime
 from tests.chatbot.ws_client import db
 from tests.factories import make_conversation, make_message
 
@@ -21,9 +21,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def keeper() -> Iterator[inflight.Keeper]:
-    yield inflight.keeper_reset()
-    inflight.keeper_reset()
+def keeper() -> inflight.Keeper:
+    return inflight.keeper()  # the test's runtime's: new
 
 
 class App:
@@ -70,8 +69,8 @@ async def test_the_first_request_starts_the_heartbeat_and_reaps_what_a_dead_proc
     assert keeper.beats == 1
 
 
-async def test_lifespan_starts_it_and_shutdown_settles_this_processs_own_replies(
-    keeper: inflight.Keeper,
+async def test_lifespan_starts_it_and_shutdown_settles_this_processs_own_replies_and_closes_the_runtime(
+    keeper: inflight.Keeper, fresh_runtime: Runtime
 ) -> None:
     left = await db(left_by_a_dead_process)
     conversation = await db(make_conversation)
@@ -96,3 +95,4 @@ async def test_lifespan_starts_it_and_shutdown_settles_this_processs_own_replies
         "Streamed so far",
     )
     assert not await db(ProcessHeartbeat.objects.filter(owner=keeper.owner).exists)
+    assert fresh_runtime.closed and runtime() is not fresh_runtime

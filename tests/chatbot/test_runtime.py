@@ -31,6 +31,17 @@ class Broken:
         raise OSError("cannot close")
 
 
+class NeedsSync:
+    """Asks for another part in its constructor, and uses it while closing."""
+
+    def __init__(self) -> None:
+        self.other = runtime().part(SyncPart)
+
+    def close(self) -> None:
+        closed.append("needs-sync")
+        assert runtime().peek(SyncPart) is self.other  # not closed yet: reachable
+
+
 @pytest.fixture(autouse=True)
 def clear_closed() -> None:
     closed.clear()
@@ -98,3 +109,41 @@ def test_the_accessor_gives_the_installed_runtime_and_a_new_one_after_close() ->
         assert replacement is not mine and not replacement.closed
     finally:
         install(previous)
+
+
+async def test_a_part_made_by_anothers_constructor_is_closed_after_it_and_reachable_meanwhile() -> None:
+    mine = Runtime()
+    previous = install(mine)
+    try:
+        mine.part(NeedsSync)
+        assert mine.kinds() == [SyncPart, NeedsSync]
+        await mine.aclose()
+    finally:
+        install(previous)
+    assert closed == ["needs-sync", "sync"]
+
+
+async def test_no_part_is_made_while_closing() -> None:
+    mine, refused = Runtime(), []
+
+    class Late:
+        def close(self) -> None:
+            try:
+                mine.part(Counter)
+            except RuntimeClosed:
+                refused.append(True)
+
+    mine.part(Late)
+    await mine.aclose()
+    assert refused == [True] and mine.closed
+
+
+def test_an_adopted_part_is_the_runtimes_own_and_is_closed_with_it() -> None:
+    rt, carried = Runtime(), SyncPart()
+    assert rt.adopt(carried) is carried and rt.part(SyncPart) is carried
+    with pytest.raises(ValueError, match="has a SyncPart already"):
+        rt.adopt(SyncPart())
+    rt.close()
+    assert closed == ["sync"]
+    with pytest.raises(RuntimeClosed):
+        rt.adopt(Counter())

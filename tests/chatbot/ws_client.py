@@ -1,5 +1,6 @@
 """Talking to the chat consumer in tests: a communicator per visitor, frames in and out,
-two tabs of one visitor, and database calls from async tests."""
+two tabs of one visitor, and database calls from async tests. A test that passes
+``matcher=kb`` gets sockets that ask the stand-in instead of the real knowledge base."""
 
 from __future__ import annotations
 
@@ -13,10 +14,16 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 
 from chatbot.models import Bot, Message
-from chatbot.routing import websocket_urlpatterns
+from chatbot.replying import Matcher
+from chatbot.routing import websocket_routes, websocket_urlpatterns
 
 WAIT = 20  # seconds: generous, for a busy machine; nothing asserts on time
 application = URLRouter(websocket_urlpatterns)
+
+
+def routes(matcher: Matcher | None = None) -> Any:
+    """The websocket application, its sockets asking ``matcher`` (None: the real one)."""
+    return application if matcher is None else URLRouter(websocket_routes(matcher=matcher))
 
 
 def communicator(
@@ -25,12 +32,13 @@ def communicator(
     origin: str | None = "http://testserver",
     host: str = "testserver",
     client: tuple[str, int] = ("198.51.100.7", 50123),
+    matcher: Matcher | None = None,
 ) -> WebsocketCommunicator:
     key = bot if isinstance(bot, str) else bot.public_key
     headers = [(b"host", host.encode()), (b"user-agent", b"pytest-browser/1.0")]
     if origin is not None:
         headers.append((b"origin", origin.encode()))
-    comm = WebsocketCommunicator(application, f"/ws/chat/{key}/", headers=headers)
+    comm = WebsocketCommunicator(routes(matcher), f"/ws/chat/{key}/", headers=headers)
     comm.scope["client"] = client  # read when the application starts, at connect()
     return comm
 
@@ -85,10 +93,10 @@ async def tabs_settled(group: str, *comms: WebsocketCommunicator) -> None:
 
 @asynccontextmanager
 async def two_tabs(
-    bot: Bot,
+    bot: Bot, *, matcher: Matcher | None = None
 ) -> AsyncIterator[tuple[WebsocketCommunicator, WebsocketCommunicator, dict[str, Any]]]:
     """Two tabs of one new visitor that know each other, and the first tab's welcome."""
-    async with connected(bot) as first, connected(bot) as second:
+    async with connected(bot, matcher=matcher) as first, connected(bot, matcher=matcher) as second:
         welcome = await hello(first)
         await hello(second, welcome["visitor"])
         await tabs_settled(f"conversation.{welcome['conversation']}", first, second)

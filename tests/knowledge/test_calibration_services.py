@@ -13,6 +13,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from chatbot.models import Bot
+from chatbot.runtime import RuntimeClosed, runtime
 from knowledge import calibration, calibration_services, embeddings, matching
 from knowledge.calibration_services import Calibrated, runner, thresholds_for
 from knowledge.models import Calibration, Entry
@@ -42,11 +43,6 @@ SHOP = {
         ["opening hours", "what time can I call you", "support hours"],
     ),
 }
-
-
-@pytest.fixture(autouse=True)
-def fresh_index() -> None:
-    matching.forget_snapshots()
 
 
 def shop_bot(**fields: object) -> Bot:
@@ -143,15 +139,40 @@ def test_a_failure_with_nothing_to_keep_is_recorded(monkeypatch: pytest.MonkeyPa
     assert row.status == Calibration.Status.FAILED and row.message == "ValueError: bad"
 
 
+def test_a_calibration_cut_short_by_shutdown_stores_no_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    failures: list[tuple[object, ...]] = []
+    monkeypatch.setattr(calibration_services, "calibration_needed", lambda *args: True)
+    monkeypatch.setattr(calibration_services, "bot_calibrate", lambda **kwargs: runtime().part(Late))
+    monkeypatch.setattr(calibration_services, "_failure_store", lambda *args: failures.append(args))
+    job = calibration_services.calibration_job(1, 1, "model", ranker=None)  # type: ignore[arg-type]
+    outcome: list[BaseException] = []
+
+    class JobUnderWay:  # made last, so closed first: the job runs on while the runtime closes
+        def close(self) -> None:
+            try:
+                job()
+            except BaseException as err:
+                outcome.append(err)
+
+    runtime().part(JobUnderWay)
+    runtime().close()
+    assert [type(err) for err in outcome] == [RuntimeClosed]
+    assert failures == []  # the next process calibrates
+
+
+class Late:
+    """A part asked for too late."""
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.auto_calibrate
 def test_an_edit_recalibrates_in_the_background_while_the_old_calibration_serves() -> None:
     bot = shop_bot()
     first = matching.calibrate_now(bot)
-    assert runner.wait(60)
+    assert runner().wait(60)
     # Hold the background thread so the re-calibration can't start yet.
     release = threading.Event()
-    runner.schedule(-1, lambda: release.wait(30) and None)
+    runner().schedule(-1, lambda: release.wait(30) and None)
     entry_upsert(
         bot=bot,
         external_id="gift",
@@ -166,7 +187,7 @@ def test_an_edit_recalibrates_in_the_background_while_the_old_calibration_serves
     assert meanwhile.calibrated is not None and meanwhile.calibrated.kb_revision == first.kb_revision
     assert matching.match(bot, "how do I reset my password").thresholds.source == "auto"
     release.set()
-    assert runner.wait(60)
+    assert runner().wait(60)
     row = Calibration.objects.get(bot=bot)
     assert row.kb_revision == bot.kb_revision and row.counts["in_scope"] == 28
     after = matching.snapshot_for(bot.pk)
@@ -216,7 +237,6 @@ def test_the_reference_vectors_are_kept_on_disk_and_reused(
     tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings.EMBEDDING_CACHE_DIR = str(tmp_path)
-    monkeypatch.setattr(calibration_services, "_references", {})
     model = embeddings.model_name()
     first = calibration_services.reference_for(model)
     assert len(list(tmp_path.glob("reference-*.npy"))) == 1
@@ -225,7 +245,6 @@ def test_the_reference_vectors_are_kept_on_disk_and_reused(
     def no_encoding(*args: object, **kwargs: object) -> None:
         raise AssertionError("encoded again")
 
-    monkeypatch.setattr(calibration_services, "_references", {})
     monkeypatch.setattr(embeddings, "encode_documents", no_encoding)
-    again = calibration_services.reference_for(model)
+    again = calibration_services.References().get(model)  # as the next process would: from disk
     assert np.array_equal(again.paraphrases, first.paraphrases) and again.pairs == first.pairs

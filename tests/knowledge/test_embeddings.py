@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 from django.test import override_settings
 
+from chatbot.runtime import Runtime, install, runtime
 from knowledge.embeddings import (
     DEFAULT_MODEL,
     Encoder,
+    Models,
     QueryBatcher,
     get_batcher,
     get_encoder,
@@ -194,6 +196,36 @@ def test_the_shared_batcher_uses_the_real_model() -> None:
     vector = get_batcher().encode("Where is my order?")
     assert vector.vector.shape == (384,)
     assert not vector.vector.flags.writeable  # shared through the cache: read-only
+
+
+def test_a_closed_batcher_answers_what_was_asked_before_and_refuses_the_rest() -> None:
+    before = set(threading.enumerate())
+    encoder = SlowEncoder()
+    batcher = QueryBatcher(encoder, max_batch=1, wait_ms=0, cache_size=0)
+    (worker,) = set(threading.enumerate()) - before
+    asked = [batcher.submit("q" * n) for n in (1, 2, 3)]
+    batcher.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        batcher.submit("too late").result(timeout=5)
+    assert [f.result(timeout=5).vector[0] for f in asked] == [1, 2, 3]
+    worker.join(5)
+    assert not worker.is_alive()
+
+
+def test_the_runtime_keeps_the_models_and_its_batchers_stop_with_it() -> None:
+    get_encoder()  # loaded once, in this test's runtime
+    mine = Runtime()
+    mine.adopt(Models(runtime().part(Models).loaded()))  # carried, as from test to test
+    previous = install(mine)
+    try:
+        batcher = get_batcher()
+        assert get_batcher() is batcher and get_encoder() is batcher.encoder
+    finally:
+        install(previous)
+    mine.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        batcher.encode("after the runtime closed")
+    assert get_batcher() is not batcher  # this test's runtime has its own
 
 
 def test_tokenizing_from_two_threads_at_once_keeps_batches_padded() -> None:

@@ -9,6 +9,7 @@ from django.core.management import call_command
 from django.test import Client
 
 from chatbot.models import Bot
+from chatbot.runtime import Runtime, install, runtime
 from knowledge import matching
 from knowledge.calibration_services import Thresholds
 from knowledge.models import Embedding, Entry
@@ -16,13 +17,6 @@ from knowledge.services import bot_embedding_model, entries_embed, entries_set_a
 from tests.factories import make_bot
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def fresh_indexes():
-    matching.forget_snapshots()
-    yield
-    matching.forget_snapshots()
 
 
 @pytest.fixture
@@ -85,28 +79,37 @@ def test_inactive_entries_are_not_matched(shop: Bot) -> None:
     assert all(c.question != "How do I track my order?" for c in result.candidates)
 
 
+def indexes() -> dict[int, matching.Snapshot]:
+    """This process's in-memory index of each bot."""
+    return runtime().part(matching.Snapshots).by_bot
+
+
 def test_the_index_is_reused_until_the_knowledge_base_changes(shop: Bot) -> None:
     matching.match(shop, "Where is my order?")
-    first = matching._snapshots[shop.pk]
+    first = indexes()[shop.pk]
     matching.match(shop, "Can I send it back?")
-    assert matching._snapshots[shop.pk] is first  # no reload per query
+    assert indexes()[shop.pk] is first  # no reload per query
 
     entry_upsert(bot=shop, question="Do you gift wrap?", answer="Yes, for 2 euros.", external_id="gift")
     result = matching.match(shop, "Do you gift wrap?")
-    assert matching._snapshots[shop.pk] is not first
+    assert indexes()[shop.pk] is not first
     assert result.best.answer == "Yes, for 2 euros."
 
 
 def test_a_change_made_by_another_process_is_seen_through_the_revision(shop: Bot) -> None:
-    # Two processes = two sets of in-memory indexes over one database.
+    # Two processes = two runtimes, each with its in-memory indexes, over one database.
     matching.match(shop, "Where is my order?")
-    process_a = dict(matching._snapshots)
-    matching.forget_snapshots()  # now acting as process B
-    entry = Entry.objects.get(external_id="returns")
-    entry.answer = "Within 60 days now."
-    entry.save()  # B edits the knowledge base
-    matching._snapshots.update(process_a)  # back in process A, holding the old index
-    assert matching._snapshots[shop.pk].revision < Bot.objects.get(pk=shop.pk).kb_revision
+    process_b = Runtime()
+    process_a = install(process_b)
+    try:
+        entry = Entry.objects.get(external_id="returns")
+        entry.answer = "Within 60 days now."
+        entry.save()  # B edits the knowledge base
+        assert indexes() == {}
+    finally:
+        install(process_a)  # back in process A, holding the old index
+        process_b.close()
+    assert indexes()[shop.pk].revision < Bot.objects.get(pk=shop.pk).kb_revision
     assert matching.match(shop, "Can I send it back?").best.answer == "Within 60 days now."
 
 
@@ -247,7 +250,7 @@ async def test_a_caller_that_gives_up_does_not_fail_the_others_sharing_its_index
     assert await waiter == "index of bot 7"
     with pytest.raises(asyncio.CancelledError):
         await starter
-    assert matching._in_flight == {}
+    assert runtime().part(matching.Snapshots).reads == {}
 
 
 async def test_a_read_left_by_a_closed_loop_is_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -256,5 +259,6 @@ async def test_a_read_left_by_a_closed_loop_is_not_waited_for(monkeypatch: pytes
     old = asyncio.new_event_loop()
     leftover = old.create_future()  # never finished
     old.close()
-    monkeypatch.setitem(matching._in_flight, (id(asyncio.get_running_loop()), 9), leftover)
+    reads = runtime().part(matching.Snapshots).reads
+    monkeypatch.setitem(reads, (id(asyncio.get_running_loop()), 9), leftover)
     assert await asyncio.wait_for(matching._snapshot_shared(9), 5) == "index of bot 9"

@@ -75,7 +75,6 @@ def test_a_bots_phrasings_are_embedded_with_its_model() -> None:
 
 @pytest.mark.django_db
 def test_matching_uses_the_bots_model_for_the_question_too() -> None:
-    matching.forget_snapshots()
     bot = make_bot()
     entry_upsert(
         bot=bot, question="我的订单到哪了？", answer="查物流", alternatives=["快递到哪了", "查一下物流"]

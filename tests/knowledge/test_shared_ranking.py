@@ -5,6 +5,7 @@ import asyncio
 import numpy as np
 import pytest
 
+from chatbot.runtime import runtime
 from knowledge import shared_ranking
 from knowledge.ranking import Ranker
 
@@ -95,4 +96,4 @@ def test_a_loop_that_closed_before_its_turn_ended_leaves_nothing_for_later_loops
         return await asyncio.wait_for(shared_ranking.rank_with_others(shop, shop.vectors[4], "text", 2), 5)
 
     assert asyncio.run(ask())[0].entry_id == 2 and shop.passes == [1]
-    assert shared_ranking._waiting == {}  # the closed loop's leftovers were dropped
+    assert runtime().part(shared_ranking.Turns).waiting == {}  # the closed loop's leftovers were dropped

@@ -19,11 +19,10 @@ from chatbot.llm.params import Limits, Range
 from chatbot.llm.providers.base import HttpCall, messages_payload, sampling
 from chatbot.llm.providers.openai_compatible import OpenAICompatible
 from chatbot.llm.types import ChatRequest, Profile
+from chatbot.runtime import runtime
 
 TOKEN_TTL = 600.0  # seconds the JWT is valid
 TOKEN_REFRESH_MARGIN = 60.0  # make a new one this long before it expires
-
-_tokens: dict[str, tuple[str, float]] = {}  # api key -> (token, expires at, epoch seconds)
 
 
 def _b64(data: bytes) -> str:
@@ -46,15 +45,23 @@ def is_id_secret(api_key: str) -> bool:
     return bool(dot and key_id and secret and "." not in secret)
 
 
+class Tokens:
+    """The runtime's signed tokens, kept until shortly before they expire (a runtime part)."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, tuple[str, float]] = {}  # api key -> (token, expires at, epoch seconds)
+
+
 def bearer_token(api_key: str, *, clock: Callable[[], float] = time.time) -> str:
     if not is_id_secret(api_key):
         return api_key
     now = clock()
-    cached = _tokens.get(api_key)
+    tokens = runtime().part(Tokens).by_key
+    cached = tokens.get(api_key)
     if cached is not None and cached[1] - TOKEN_REFRESH_MARGIN > now:
         return cached[0]
     token = make_jwt(api_key, now=now)
-    _tokens[api_key] = (token, now + TOKEN_TTL)
+    tokens[api_key] = (token, now + TOKEN_TTL)
     return token
 
 

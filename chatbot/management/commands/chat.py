@@ -8,7 +8,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from chatbot.llm.http import close_shared_client
 from chatbot.models import Bot, Conversation, Visitor
-from chatbot.replying import ReplyDelta, ReplyEnd, reply_stream
+from chatbot.reply_events import AgentHasConversation, Delta, Ended
+from chatbot.replying import Matcher, reply_stream
+from knowledge import matching
 
 QUIT = {"/quit", "/exit"}
 
@@ -18,14 +20,22 @@ class Command(BaseCommand):
         "Chat with a bot in the terminal, through the same pipeline as the website "
         "(knowledge base first, then the LLM). Ctrl-D or /quit ends."
     )
-    # call_command("chat", bot=key, stdin=io.StringIO("hello\n")) in tests.
-    stealth_options = ("stdin",)
+    # call_command("chat", bot=key, stdin=io.StringIO("hello\n"), matcher=stand_in) in tests.
+    stealth_options = ("stdin", "matcher")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--bot", required=True, help="the bot's public key (or its id)")
         parser.add_argument("--quiet", action="store_true", help="no line about source, tokens and timings")
 
-    def handle(self, *args: Any, bot: str, quiet: bool, stdin: IO[str] | None = None, **options: Any) -> None:
+    def handle(
+        self,
+        *args: Any,
+        bot: str,
+        quiet: bool,
+        stdin: IO[str] | None = None,
+        matcher: Matcher = matching,
+        **options: Any,
+    ) -> None:
         found = Bot.objects.filter(public_key=bot).first()
         if found is None and bot.isdigit():
             found = Bot.objects.filter(pk=int(bot)).first()
@@ -39,11 +49,11 @@ class Command(BaseCommand):
         if found.greeting:
             self.stdout.write(f"bot> {found.greeting}")
         try:
-            asyncio.run(self._session(conversation.pk, stdin or sys.stdin, quiet=quiet))
+            asyncio.run(self._session(conversation.pk, stdin or sys.stdin, quiet=quiet, matcher=matcher))
         except KeyboardInterrupt:
             self.stdout.write("")
 
-    async def _session(self, conversation_id: int, stdin: IO[str], *, quiet: bool) -> None:
+    async def _session(self, conversation_id: int, stdin: IO[str], *, quiet: bool, matcher: Matcher) -> None:
         try:
             while True:
                 self.stdout.write("you> ", ending="")
@@ -53,25 +63,25 @@ class Command(BaseCommand):
                     self.stdout.write("")
                     return
                 if line.strip():
-                    await self._reply(conversation_id, line, quiet=quiet)
+                    await self._reply(conversation_id, line, quiet=quiet, matcher=matcher)
         finally:
             await close_shared_client()
 
-    async def _reply(self, conversation_id: int, text: str, *, quiet: bool) -> None:
+    async def _reply(self, conversation_id: int, text: str, *, quiet: bool, matcher: Matcher) -> None:
         self.stdout.write("bot> ", ending="")
-        async for event in reply_stream(conversation_id=conversation_id, text=text):
-            if isinstance(event, ReplyDelta):
+        async for event in reply_stream(conversation_id=conversation_id, text=text, matcher=matcher):
+            if isinstance(event, Delta):
                 self.stdout.write(event.text, ending="")
                 self.stdout.flush()
-            elif isinstance(event, ReplyEnd):
-                if event.message_id is None:
-                    self.stdout.write("(an agent has this conversation)", ending="")
+            elif isinstance(event, AgentHasConversation):
+                self.stdout.write("(an agent has this conversation)")
+            elif isinstance(event, Ended):
                 self.stdout.write("")
                 if not quiet:
                     self.stdout.write(self.style.HTTP_INFO(f"     [{describe(event)}]"))
 
 
-def describe(end: ReplyEnd) -> str:
+def describe(end: Ended) -> str:
     parts = [end.source if end.status == "complete" else f"{end.source} {end.status}"]
     if end.score is not None:
         parts.append(f"score {end.score:.2f}")

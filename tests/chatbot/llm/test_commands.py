@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -18,6 +19,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from chatbot.models import Conversation, Message
+from chatbot.replying import Matcher
 from devtools.fake_llm.server import FakeLLMServer, Script
 from knowledge.models import Entry
 from tests.factories import make_bot
@@ -27,16 +29,19 @@ ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def chat(key: str, typed: str, *args: str) -> str:
+def chat(key: str, typed: str, *args: str, matcher: Matcher | None = None) -> str:
     out = io.StringIO()
-    call_command("chat", "--bot", key, *args, stdin=io.StringIO(typed), stdout=out, stderr=io.StringIO())
+    options: dict[str, Any] = {"matcher": matcher} if matcher is not None else {}
+    call_command(
+        "chat", "--bot", key, *args, stdin=io.StringIO(typed), stdout=out, stderr=io.StringIO(), **options
+    )
     return out.getvalue()
 
 
 def test_chat_streams_replies_through_the_pipeline(kb: StandIn, llm: Callable[..., None]) -> None:
     llm("zhipu")
     bot = make_bot(name="Maple Nook", greeting="Hi! Ask me anything.")
-    output = chat(bot.public_key, "Where is my parcel?\n\nDo you sell maple syrup?\n/quit\n")
+    output = chat(bot.public_key, "Where is my parcel?\n\nDo you sell maple syrup?\n/quit\n", matcher=kb)
     lines = output.splitlines()
     assert (
         lines[0]
@@ -63,7 +68,7 @@ def test_chat_answers_from_the_knowledge_base_and_ends_at_end_of_input(
     bot = make_bot()
     hours = Entry.objects.create(bot=bot, question="Opening hours?", answer="9 to 5, Monday to Friday.")
     kb.result = MatchResult("answer", [Candidate(hours.pk, hours.question, hours.answer, 0.91)])
-    output = chat(bot.public_key, "when are you open", "--quiet")
+    output = chat(bot.public_key, "when are you open", "--quiet", matcher=kb)
     assert "you> bot> 9 to 5, Monday to Friday.\n" in output
     assert "knowledge" not in output  # --quiet
     assert fake.requests == []

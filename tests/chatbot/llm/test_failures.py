@@ -23,7 +23,8 @@ from chatbot.llm import (
     ServerError,
     stream_chat,
 )
-from chatbot.llm.breaker import _breakers
+from chatbot.llm.breaker import Breakers
+from chatbot.runtime import runtime
 from devtools.fake_llm.server import FakeLLMServer
 from tests.chatbot.llm.helpers import ask, collect, failure
 from tests.fixtures.llm import BASES, KEYS, PROVIDERS, free_port
@@ -232,7 +233,7 @@ async def test_the_breaker_opens_fails_fast_and_closes_after_a_good_probe(
     _, err = await failure(ask("hi"))
     assert isinstance(err, CircuitOpenError)
     assert len(fake.requests) == 2  # failed fast, nothing sent
-    (breaker,) = _breakers.values()
+    (breaker,) = runtime().part(Breakers).by_key.values()
     breaker.opened_at -= 31  # the cool-down has passed
     _, result = await collect(ask("hi"))
     assert result.text == "You said: hi"

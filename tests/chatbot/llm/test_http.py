@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from chatbot.llm import Delta, http, stream_chat
+from chatbot.llm.loop_thread import LoopThread
+from chatbot.runtime import runtime
 from devtools.fake_llm.server import FakeLLMServer, Script
 from tests.chatbot.llm.helpers import ask, collect
 
@@ -31,6 +33,25 @@ async def test_replies_share_one_session_and_its_kept_alive_connection(
     await http.close_shared_client()
     assert session.closed
     assert http.shared_session() is not session  # a new one on the next use
+
+
+async def test_closing_the_runtime_closes_every_loops_session_on_its_own_loop(fake: FakeLLMServer) -> None:
+    async def fetch() -> http.ClientSession:
+        session = http.shared_session()
+        async with session.get(f"{fake.url}/health") as response:
+            await response.read()
+        return session
+
+    elsewhere = LoopThread("another-loop")  # as the embedding client's private loop
+    try:
+        here = await fetch()
+        there = await asyncio.to_thread(elsewhere.run, fetch())
+        sessions = runtime().part(http.Sessions)
+        assert len(sessions) == 2 and here is not there and fake.connections == 2
+        await runtime().aclose()
+        assert here.closed and there.closed and len(sessions) == 0
+    finally:
+        await asyncio.to_thread(elsewhere.close)
 
 
 async def test_a_stream_left_unread_closes_its_connection_instead_of_reusing_it(
@@ -120,6 +141,6 @@ def test_a_session_left_open_by_a_closed_loop_is_dropped_quietly_by_the_next_loo
     asyncio.run(use())  # leaves its session open, with a kept-alive connection
     asyncio.run(use_and_close())
     gc.collect()
-    assert http._sessions == {}
+    assert len(runtime().part(http.Sessions)) == 0
     assert fake.connections == 2
     assert not [r for r in caplog.records if "Unclosed" in r.getMessage()]

@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 
-from chatbot import replying
+from chatbot import reply_store, replying
 from chatbot.models import Conversation, Message
 from chatbot.prompting import SUMMARY_HEADING
-from chatbot.replying import ReplyDelta, ReplyEnd, ReplyEvent, ReplyStart, reply_stream
+from chatbot.reply_events import Acked, AgentHasConversation, Delta, Ended, ReplyEvent, Started
+from chatbot.reply_store import Arrival, reply_save
+from chatbot.replying import Matcher, reply_stream
 from devtools.fake_llm.server import FakeLLMServer
 from knowledge.models import Entry
 from tests.factories import make_bot, make_conversation, make_message
@@ -30,8 +32,8 @@ async def conversation(**bot_fields: Any) -> Conversation:
     return await sync_to_async(make_conversation)(bot)
 
 
-async def events_of(conversation_id: int, text: str) -> list[ReplyEvent]:
-    async with aclosing(reply_stream(conversation_id=conversation_id, text=text)) as events:
+async def events_of(conversation_id: int, text: str, *, matcher: Matcher) -> list[ReplyEvent]:
+    async with aclosing(reply_stream(conversation_id=conversation_id, text=text, matcher=matcher)) as events:
         return [event async for event in events]
 
 
@@ -53,12 +55,13 @@ async def test_it_answers_from_the_knowledge_base_without_the_llm(
     conv = await conversation()
     refunds = await entry(conv, "How long do refunds take?", "Five working days.")
     kb.result = MatchResult("answer", [Candidate(refunds.pk, refunds.question, refunds.answer, 0.93)])
-    events = await events_of(conv.pk, "  refund time? ")
+    events = await events_of(conv.pk, "  refund time? ", matcher=kb)
     visitor, reply = await messages(conv.pk)
     assert events == [
-        ReplyStart(visitor_message_id=visitor.pk),
-        ReplyDelta("Five working days."),
-        ReplyEnd(reply.pk, "Five working days.", "knowledge", "complete", 0.93),
+        Acked(visitor.pk, "refund time?", visitor.created_at),
+        Started(reply.pk, "knowledge"),
+        Delta(reply.pk, "Five working days."),
+        Ended(reply.pk, "Five working days.", "knowledge", "complete", 0.93, entry_id=refunds.pk),
     ]
     assert (visitor.role, visitor.text, visitor.source) == ("visitor", "refund time?", "")
     assert (reply.role, reply.source, reply.matched_entry_id, reply.score) == (
@@ -85,10 +88,10 @@ async def test_it_streams_from_the_llm_with_the_references(
             Candidate(998, "Gift cards?", "Not yet.", 0.2),  # under the reference threshold
         ],
     )
-    events = await events_of(conv.pk, "Can you send to Norway?")
-    assert [type(e).__name__ for e in events] == ["ReplyStart"] + ["ReplyDelta"] * 7 + ["ReplyEnd"]
+    events = await events_of(conv.pk, "Can you send to Norway?", matcher=kb)
+    assert [type(e).__name__ for e in events] == ["Acked", "Started"] + ["Delta"] * 7 + ["Ended"]
     end = events[-1]
-    assert isinstance(end, ReplyEnd) and end.result is not None
+    assert isinstance(end, Ended) and end.result is not None
     assert (end.text, end.source, end.status, end.score) == (
         "You said: Can you send to Norway?",
         "llm",
@@ -119,10 +122,11 @@ async def test_without_an_llm_it_sends_the_fallback_and_flags_the_conversation(
 ) -> None:
     llm(LLM_PROVIDER="")
     conv = await conversation(fallback_reply="Let me find a person for you.")
-    events = await events_of(conv.pk, "Something odd")
-    assert [e for e in events if isinstance(e, ReplyDelta)] == [ReplyDelta("Let me find a person for you.")]
+    events = await events_of(conv.pk, "Something odd", matcher=kb)
+    assert [e.text for e in events if isinstance(e, Delta)] == ["Let me find a person for you."]
     end = events[-1]
-    assert isinstance(end, ReplyEnd) and (end.source, end.error) == ("fallback", "no LLM is configured")
+    assert isinstance(end, Ended) and (end.source, end.error) == ("fallback", "no LLM is configured")
+    assert end.person_offered
     assert (await messages(conv.pk))[-1].source == "fallback"
     assert (await reload(conv)).needs_followup is True
     assert fake.requests == []
@@ -134,9 +138,9 @@ async def test_an_llm_failure_before_any_text_becomes_the_fallback(
 ) -> None:
     llm(LLM_MAX_RETRIES=0)
     conv = await conversation()
-    events = await events_of(conv.pk, f"hi [[fake: {script}]]")
+    events = await events_of(conv.pk, f"hi [[fake: {script}]]", matcher=kb)
     end = events[-1]
-    assert isinstance(end, ReplyEnd) and end.source == "fallback" and end.error
+    assert isinstance(end, Ended) and end.source == "fallback" and end.error
     assert (await reload(conv)).needs_followup is True
 
 
@@ -145,9 +149,9 @@ async def test_an_open_circuit_becomes_the_fallback_at_once(
 ) -> None:
     llm(LLM_MAX_RETRIES=0, LLM_BREAKER_FAILURES=1)
     conv = await conversation()
-    await events_of(conv.pk, "[[fake: status=503]]")
-    end = (await events_of(conv.pk, "hello again"))[-1]
-    assert isinstance(end, ReplyEnd) and end.source == "fallback"
+    await events_of(conv.pk, "[[fake: status=503]]", matcher=kb)
+    end = (await events_of(conv.pk, "hello again", matcher=kb))[-1]
+    assert isinstance(end, Ended) and end.source == "fallback"
     assert end.error.startswith("CircuitOpenError")
     assert len(fake.requests) == 1
 
@@ -157,10 +161,10 @@ async def test_a_stream_broken_after_some_text_is_stored_as_partial(
 ) -> None:
     llm()
     conv = await conversation()
-    events = await events_of(conv.pk, "[[fake: tokens=4 drop_after=2]]")
-    assert [e.text for e in events if isinstance(e, ReplyDelta)] == ["tok1 ", "tok2 "]
+    events = await events_of(conv.pk, "[[fake: tokens=4 drop_after=2]]", matcher=kb)
+    assert [e.text for e in events if isinstance(e, Delta)] == ["tok1 ", "tok2 "]
     end = events[-1]
-    assert isinstance(end, ReplyEnd) and (end.text, end.status, end.source) == (
+    assert isinstance(end, Ended) and (end.text, end.status, end.source) == (
         "tok1 tok2 ",
         "partial",
         "llm",
@@ -181,10 +185,10 @@ async def test_a_visitor_leaving_mid_reply_keeps_the_partial_text(
     llm()
     conv = await conversation()
     async with aclosing(
-        reply_stream(conversation_id=conv.pk, text="[[fake: tokens=50 delay_ms=20]]")
+        reply_stream(conversation_id=conv.pk, text="[[fake: tokens=50 delay_ms=20]]", matcher=kb)
     ) as events:
         async for event in events:
-            if isinstance(event, ReplyDelta):
+            if isinstance(event, Delta):
                 break
     reply = (await messages(conv.pk))[-1]
     assert (reply.role, reply.text, reply.status) == ("bot", "tok1 ", "partial")
@@ -196,8 +200,8 @@ async def test_a_broken_knowledge_base_still_gets_an_llm_answer(
     llm()
     kb.error = RuntimeError("index corrupt")
     conv = await conversation()
-    end = (await events_of(conv.pk, "hi"))[-1]
-    assert isinstance(end, ReplyEnd) and end.source == "llm"
+    end = (await events_of(conv.pk, "hi", matcher=kb))[-1]
+    assert isinstance(end, Ended) and end.source == "llm"
 
 
 async def test_the_bot_stays_silent_while_an_agent_has_the_conversation(
@@ -208,17 +212,19 @@ async def test_the_bot_stays_silent_while_an_agent_has_the_conversation(
     await sync_to_async(Conversation.objects.filter(pk=conv.pk).update)(
         status="with_agent", assigned_agent=agent
     )
-    events = await events_of(conv.pk, "are you there?")
-    assert isinstance(events[0], ReplyStart)
-    assert events[1:] == [ReplyEnd(None, "", "", "")]
-    assert [m.role for m in await messages(conv.pk)] == ["visitor"]
+    events = await events_of(conv.pk, "are you there?", matcher=kb)
+    [visitor] = await messages(conv.pk)
+    assert events == [
+        Acked(visitor.pk, "are you there?", visitor.created_at),
+        AgentHasConversation(visitor.pk, "are you there?", visitor.created_at),
+    ]
     assert kb.calls == [] and fake.requests == []
 
 
 async def test_a_closed_conversation_reopens(kb: StandIn, llm: Callable[..., None]) -> None:
     conv = await conversation()
     await sync_to_async(Conversation.objects.filter(pk=conv.pk).update)(status="closed")
-    await events_of(conv.pk, "hello again")
+    await events_of(conv.pk, "hello again", matcher=kb)
     assert (await reload(conv)).status == "open"
 
 
@@ -227,8 +233,8 @@ async def test_earlier_turns_are_sent_as_context(
 ) -> None:
     llm()
     conv = await conversation(system_prompt="Be brief.")
-    await events_of(conv.pk, "My name is Ann.")
-    await events_of(conv.pk, "What is my name?")
+    await events_of(conv.pk, "My name is Ann.", matcher=kb)
+    await events_of(conv.pk, "What is my name?", matcher=kb)
     sent = fake.requests[-1].body["messages"]
     assert [(m["role"], m["content"]) for m in sent] == [
         ("system", "Be brief."),
@@ -241,9 +247,9 @@ async def test_earlier_turns_are_sent_as_context(
 async def test_it_rejects_an_empty_or_huge_message(kb: StandIn) -> None:
     conv = await conversation()
     with pytest.raises(ValueError, match="empty"):
-        await events_of(conv.pk, "   ")
+        await events_of(conv.pk, "   ", matcher=kb)
     with pytest.raises(ValueError, match="longer than"):
-        await events_of(conv.pk, "x" * 4001)
+        await events_of(conv.pk, "x" * 4001, matcher=kb)
     assert await messages(conv.pk) == []
 
 
@@ -253,22 +259,20 @@ async def test_old_turns_are_folded_into_the_summary_in_the_background(
     llm(LLM_CONTEXT_TOKENS=120)
     conv = await conversation(system_prompt="Be brief.")
     for n in range(1, 5):
-        await events_of(conv.pk, f"Question number {n} with some words to fill the budget.")
-    await asyncio.gather(*replying._background)
+        await events_of(conv.pk, f"Question number {n} with some words to fill the budget.", matcher=kb)
+    await replying.summary_refreshes_wait()
     conv = await reload(conv)
     assert conv.summary.startswith("You said: Earlier summary:")  # the fake echoes the summary request
     assert conv.summary_until is not None
     fake.reset()
-    await events_of(conv.pk, "Last one")
+    await events_of(conv.pk, "Last one", matcher=kb)
     sent = fake.requests[0].body["messages"]
     assert f"{SUMMARY_HEADING}\n{conv.summary}" in sent[0]["content"]
     covered = [m["content"] for m in sent[1:] if "number 1 " in m["content"]]
     assert covered == []
 
 
-async def test_a_summary_refresh_only_folds_what_is_not_covered(
-    kb: StandIn, llm: Callable[..., None]
-) -> None:
+async def test_a_summary_refresh_only_folds_what_is_not_covered(llm: Callable[..., None]) -> None:
     llm()
     conv = await conversation()
     for n in range(6):
@@ -295,11 +299,13 @@ async def test_replies_of_many_conversations_at_once_share_transactions_and_stay
     convs = [await sync_to_async(make_conversation)(bot) for _ in range(8)]
     refunds = await entry(convs[0], "How long do refunds take?", "Five working days.")
     kb.result = MatchResult("answer", [Candidate(refunds.pk, refunds.question, refunds.answer, 0.93)])
-    stores_before = (replying._store_visitor_message.batches, replying._store_replies.batches)
-    results = await asyncio.gather(*(events_of(c.pk, f"refunds? ({n})") for n, c in enumerate(convs)))
+    stores_before = (reply_store.commits().visitor_messages.batches, reply_store.commits().replies.batches)
+    results = await asyncio.gather(
+        *(events_of(c.pk, f"refunds? ({n})", matcher=kb) for n, c in enumerate(convs))
+    )
     stores = (
-        replying._store_visitor_message.batches - stores_before[0],
-        replying._store_replies.batches - stores_before[1],
+        reply_store.commits().visitor_messages.batches - stores_before[0],
+        reply_store.commits().replies.batches - stores_before[1],
     )
     assert stores[0] < len(convs) and stores[1] < len(convs)  # grouped, not one trip each
     for n, (conv, events) in enumerate(zip(convs, results, strict=True)):
@@ -311,8 +317,11 @@ async def test_replies_of_many_conversations_at_once_share_transactions_and_stay
             "knowledge",
             refunds.pk,
         )
-        assert events[0] == ReplyStart(visitor_message_id=visitor.pk, reply_id=reply.pk)
-        assert events[0].reply_id == reply.pk and events[-1].message_id == reply.pk
+        assert events[:2] == [
+            Acked(visitor.pk, visitor.text, visitor.created_at),
+            Started(reply.pk, "knowledge"),
+        ]
+        assert isinstance(events[-1], Ended) and events[-1].reply_id == reply.pk
 
 
 async def test_llm_replies_of_many_conversations_at_once_read_their_histories_together(
@@ -324,9 +333,9 @@ async def test_llm_replies_of_many_conversations_at_once_read_their_histories_to
     for n, conv in enumerate(convs):
         await sync_to_async(make_message)(conv, role="visitor", text=f"earlier question {n}")
         await sync_to_async(make_message)(conv, role="bot", text=f"earlier answer {n}", source="llm")
-    reads_before = replying._history_read.batches
-    await asyncio.gather(*(events_of(c.pk, f"follow-up {n}") for n, c in enumerate(convs)))
-    assert replying._history_read.batches - reads_before < len(convs)  # grouped, not one trip each
+    reads_before = reply_store.commits().history.batches
+    await asyncio.gather(*(events_of(c.pk, f"follow-up {n}", matcher=kb) for n, c in enumerate(convs)))
+    assert reply_store.commits().history.batches - reads_before < len(convs)  # grouped, not one trip each
     for n in range(len(convs)):
         sent = [json.dumps(r.body) for r in fake.requests if f"follow-up {n}" in json.dumps(r.body)]
         assert len(sent) == 1 and f"earlier answer {n}" in sent[0]
@@ -337,28 +346,34 @@ def test_storing_messages_together_fails_only_the_one_whose_conversation_is_gone
     kept, gone = make_conversation(), make_conversation()
     gone_id = gone.pk
     gone.delete()
-    contexts = replying._visitor_messages_store(
-        [replying._Arrival(kept.pk, "hello", 0.0), replying._Arrival(gone_id, "anyone?", 0.0)]
+    results = reply_store.visitor_messages_batch(
+        [Arrival(kept.pk, "hello", 0.0), Arrival(gone_id, "anyone?", 0.0)]
     )
-    assert isinstance(contexts[1], Conversation.DoesNotExist)
+    assert isinstance(results[1], Conversation.DoesNotExist)
     stored = list(Message.objects.filter(conversation=kept).values_list("role", "text"))
     assert stored == [("visitor", "hello"), ("bot", "")]
-    assert contexts[0].visitor_message_id == Message.objects.get(role="visitor").pk
-    (alone,) = replying._visitor_messages_store([replying._Arrival(gone_id, "still there?", 0.0)])
+    assert isinstance(results[0], reply_store.Stored)
+    assert results[0].message_id == Message.objects.get(role="visitor").pk
+    (alone,) = reply_store.visitor_messages_batch([Arrival(gone_id, "still there?", 0.0)])
     assert isinstance(alone, Conversation.DoesNotExist)
 
 
-def test_storing_replies_together_uses_the_reserved_rows_and_flags_only_the_fallbacks() -> None:
-    first, second = make_conversation(), make_conversation()
-    reserved = make_message(first, role="bot", source="llm", status="pending", text="From t")
-    rows = [
-        replying._reply_row(first.pk, reply_id=reserved.pk, text="From the KB.", source="knowledge"),
-        replying._reply_row(
-            second.pk, reply_id=None, text="A person will help.", source="fallback", needs_followup=True
+async def test_replies_saved_together_use_the_reserved_rows_and_flag_only_the_fallbacks() -> None:
+    first, second = await sync_to_async(make_conversation)(), await sync_to_async(make_conversation)()
+    reserved = await sync_to_async(make_message)(
+        first, role="bot", source="llm", status="pending", text="From t"
+    )
+    ids = await asyncio.gather(
+        reply_save(conversation_id=first.pk, reply_id=reserved.pk, text="From the KB.", source="knowledge"),
+        reply_save(
+            conversation_id=second.pk,
+            reply_id=None,
+            text="A person will help.",
+            source="fallback",
+            needs_followup=True,
         ),
-    ]
-    ids = replying._replies_store(rows)
+    )
     assert ids[0] == reserved.pk
-    assert Message.objects.get(pk=ids[1]).text == "A person will help."
-    flags = dict(Conversation.objects.values_list("pk", "needs_followup"))
+    assert (await sync_to_async(Message.objects.get)(pk=ids[1])).text == "A person will help."
+    flags = dict(await sync_to_async(list)(Conversation.objects.values_list("pk", "needs_followup")))
     assert flags == {first.pk: False, second.pk: True}

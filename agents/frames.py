@@ -1,6 +1,7 @@
-"""Frames of the agent socket, ``ws://HOST/ws/agent/`` (README "The agent socket"): what
-the live console may send, parsed into typed values (or a ``FrameError``), and the frames
-that describe conversations to agents. Shared parts (errors, text checks) are ``frames``'."""
+"""Frames of the agent socket, ``ws://HOST/ws/agent/`` (docs/agent-socket.md): what the
+live console may send, parsed into typed values (or a ``FrameError``), and the frames that
+describe conversations and visitors to agents. Shared parts (errors, text checks) are the
+chat protocol's, ``chatbot.chat.frames``."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from xml.etree import ElementTree
 import pytest
 from django.utils.safestring import SafeString
 
-from agents.charts import (
+from chatbot.charts import (
     Bar,
     Marker,
     Series,
