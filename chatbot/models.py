@@ -73,6 +73,11 @@ class Bot(models.Model):
         help_text="Automatic: the thresholds below are ignored and chosen from the knowledge base itself "
         "for the target precision. Pinned or labelled: the thresholds below are used as they are.",
     )
+    answer_only_from_knowledge = models.BooleanField(
+        default=True,
+        help_text="When neither a knowledge-base entry nor a passage of the company's documents is "
+        "relevant, say so and offer a person instead of asking the LLM for a general answer.",
+    )
     target_precision = models.FloatField(
         default=0.95,
         validators=[MinValueValidator(0.5), MaxValueValidator(0.999)],
@@ -271,6 +276,8 @@ class Message(models.Model):
         blank=True,
         related_name="authored_messages",
     )
+    # The documents' passages the reply drew on: [{"title", "url", "passage_id"}], most relevant first.
+    sources = models.JSONField(default=list, blank=True)
     llm_model = models.CharField(max_length=100, blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)

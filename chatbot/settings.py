@@ -298,3 +298,14 @@ LOGGING = {
     # httpx logs every request at INFO; chatbot.llm logs what matters (failures, retries).
     "loggers": {"httpx": {"level": "WARNING"}},
 }
+
+# --- The company's documents (knowledge.docs) --------------------------------------------
+# Fetching URLs that resolve to loopback, private or link-local addresses is refused unless
+# this is set (for intranets, and tests that serve pages on 127.0.0.1).
+DOCS_FETCH_ALLOW_PRIVATE = env_bool("DOCS_FETCH_ALLOW_PRIVATE", False)
+DOCS_FETCH_TIMEOUT = env_float("DOCS_FETCH_TIMEOUT", 15.0, minimum=1.0, maximum=300.0)
+DOCS_MAX_PAGE_BYTES = env_int("DOCS_MAX_PAGE_BYTES", 5 * 1024 * 1024, minimum=1024)
+DOCS_MAX_FILE_BYTES = env_int("DOCS_MAX_FILE_BYTES", 20 * 1024 * 1024, minimum=1024)
+DOCS_MAX_PAGES = env_int("DOCS_MAX_PAGES", 200, minimum=1, maximum=100_000)
+DOCS_MAX_DEPTH = env_int("DOCS_MAX_DEPTH", 3, minimum=0, maximum=50)
+DOCS_USER_AGENT = env_str("DOCS_USER_AGENT", "SiteChatbotDocs/1.0 (+self-hosted customer-service chatbot)")

@@ -138,3 +138,9 @@ class Calibration(models.Model):
 
     def __str__(self) -> str:
         return f"{self.bot} / {self.model_name} @ {self.kb_revision}: {self.status}"
+
+
+# The documents' models live in their own module; imported here so Django finds them.
+from knowledge.document_models import Passage, PassageEmbedding, Source  # noqa: E402
+
+__all__ = ["Alternative", "Calibration", "Embedding", "Entry", "Passage", "PassageEmbedding", "Source", "Tag"]
