@@ -65,6 +65,7 @@ MESSAGE_FIELDS = [
     "total_ms",
     "feedback_rating",
     "feedback_comment",
+    "sources",
 ]
 
 
@@ -117,6 +118,8 @@ def message_record(message: Message) -> dict[str, Any]:
         "total_ms": message.total_ms,
         "feedback_rating": feedback.rating if feedback else "",
         "feedback_comment": feedback.comment if feedback else "",
+        # The company's documents the reply drew on: [{"title", "url", "passage_id"}].
+        "sources": list(message.sources or []),
     }
 
 
@@ -151,8 +154,14 @@ def csv_cell(value: Any) -> Cell:
     if isinstance(value, int | float | Decimal):
         return value
     if isinstance(value, list):
-        value = "; ".join(str(item) for item in value)
+        value = "; ".join(document_label(item) if isinstance(item, dict) else str(item) for item in value)
     return str(_plain(value))
+
+
+def document_label(source: dict[str, Any]) -> str:
+    """A document a reply drew on, in a CSV cell: ``title <url>`` (a file has no URL)."""
+    title, url = str(source.get("title") or ""), str(source.get("url") or "")
+    return f"{title} <{url}>" if title and url else title or url
 
 
 def csv_chunks(

@@ -136,6 +136,15 @@ class Servers:
     def start(self) -> str:
         self.manage("migrate", "--noinput")
         key = self.manage("load_demo").split("public key ")[1].split(")")[0]
+        # The LLM phase asks questions the demo knowledge doesn't cover: with the demo bot's
+        # "answer only from the company's knowledge" on, they would get the fallback, not the LLM.
+        # (shell has no --skip-checks, so not through manage().)
+        setting_off = (
+            "from chatbot.models import Bot; "
+            f"Bot.objects.filter(public_key={key!r}).update(answer_only_from_knowledge=False)"
+        )
+        shell = [PY, "manage.py", "shell", "-c", setting_off]
+        subprocess.run(shell, cwd=ROOT, env=self.env, check=True, capture_output=True)
         stream = ["--tokens", "40", "--delay-ms", "10"]
         self.fake = subprocess.Popen(
             [PY, "manage.py", "fake_llm", "--port", str(self.fake_port), *stream],

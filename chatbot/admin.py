@@ -9,11 +9,13 @@ from django.forms import ModelForm
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils.decorators import method_decorator
+from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from chatbot.admin_calibration import PINNED_BY_EDIT, BotAdminForm, calibration_panel, calibration_run
 from chatbot.admin_try import try_question_context
 from chatbot.models import Bot, Conversation, Feedback, Message, Visitor
+from knowledge.models import Passage, Source
 
 
 @admin.register(Bot)
@@ -30,7 +32,7 @@ class BotAdmin(admin.ModelAdmin):
     ]
     list_filter = ["is_active"]
     search_fields = ["name", "public_key"]
-    readonly_fields = ["public_key", "created_at"]
+    readonly_fields = ["public_key", "created_at", "documents"]
     # The signing secret never appears in a page.
     exclude = ["secret"]
     fieldsets = [
@@ -38,7 +40,16 @@ class BotAdmin(admin.ModelAdmin):
         ("Conversation", {"fields": ["greeting", "system_prompt", "fallback_reply"]}),
         (
             "Knowledge base",
-            {"fields": ["threshold_source", "target_precision", "answer_threshold", "reference_threshold"]},
+            {
+                "fields": [
+                    "threshold_source",
+                    "target_precision",
+                    "answer_threshold",
+                    "reference_threshold",
+                    "answer_only_from_knowledge",
+                    "documents",
+                ]
+            },
         ),
         ("Language model", {"fields": ["llm_provider", "llm_model", "temperature", "top_p", "max_tokens"]}),
     ]
@@ -52,6 +63,17 @@ class BotAdmin(admin.ModelAdmin):
             extra_context["calibration"] = calibration_panel(bot)
             extra_context["can_recalibrate"] = self.has_change_permission(request, bot)
         return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.display(description="Documents")
+    def documents(self, bot: Bot) -> str:
+        """The bot's help-center pages and files, and a link to add, sync and preview them."""
+        if bot.pk is None:
+            return "Save the bot first, then add its documents."
+        sources = Source.objects.filter(bot=bot).exclude(kind=Source.Kind.PAGE).count()
+        passages = Passage.objects.filter(bot=bot).count()
+        url = reverse("admin:knowledge_source_bot", args=[bot.pk])
+        link = '{} sources, {} passages: <a href="{}">manage documents</a>'
+        return format_html(link, sources, passages, url)
 
     def save_model(self, request: HttpRequest, obj: Bot, form: ModelForm, change: bool) -> None:
         super().save_model(request, obj, form, change)

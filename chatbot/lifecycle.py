@@ -1,6 +1,7 @@
 """The server process's own work, tied to the ASGI application: the process's runtime
 (``chatbot.runtime``), and with it the heartbeat, the text of replies in flight and the
-reaper of replies a dead process left (``chatbot.inflight``).
+reaper of replies a dead process left (``chatbot.inflight``), and the documents a stopped
+process left queued or half indexed (``knowledge.docs.jobs``), queued again in the background.
 
 Servers that speak the ASGI lifespan protocol (uvicorn, hypercorn) start it at start-up
 and, at shutdown, settle this process's replies and close the runtime. daphne sends no
@@ -10,10 +11,17 @@ the widgets reconnecting, and the runtime is closed when the process exits.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
+
+from asgiref.sync import sync_to_async
 
 from chatbot import inflight
 from chatbot.runtime import runtime
+from knowledge.docs import jobs
+
+log = logging.getLogger(__name__)
 
 Scope = dict[str, Any]
 
@@ -27,6 +35,7 @@ class ProcessLifecycle:
             await self.lifespan(receive, send)
             return
         runtime().part(inflight.Keeper).serve()
+        _documents_resume()
         await self.app(scope, receive, send)
 
     async def lifespan(self, receive: Any, send: Any) -> None:
@@ -36,6 +45,7 @@ class ProcessLifecycle:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 started.part(inflight.Keeper).serve()
+                _documents_resume()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 try:
@@ -44,3 +54,19 @@ class ProcessLifecycle:
                     await started.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _documents_resume() -> None:
+    """Once per process, without delaying the request: documents left by a stopped process."""
+    documents = jobs.jobs()
+    if documents.resumed or documents.resuming is not None:
+        return
+    task = asyncio.get_running_loop().create_task(sync_to_async(documents.resume)())
+    documents.resuming = task
+
+    def done(task: asyncio.Task[int]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("documents left by a stopped process: not queued again", exc_info=task.exception())
+            documents.resuming = None  # the next connection tries again
+
+    task.add_done_callback(done)

@@ -116,6 +116,9 @@ class Bot(models.Model):
     # Bumped on every knowledge-base change; each server process compares it with the
     # revision of its in-memory index before a search (one indexed read, no reload).
     kb_revision = models.PositiveBigIntegerField(default=0, editable=False)
+    # Bumped whenever the bot's documents' passages or their vectors change (knowledge.docs):
+    # the passage index in memory is rebuilt when it moved.
+    docs_revision = models.PositiveBigIntegerField(default=0, editable=False)
     # Bumped when a new automatic calibration is stored: read with kb_revision, so every
     # process picks it up without another query.
     calibration_stamp = models.PositiveBigIntegerField(default=0, editable=False)

@@ -6,7 +6,8 @@ one class per situation:
 - ``AgentHasConversation``: an agent has the conversation, so the bot stays silent and the
   message is for the agents. Nothing follows.
 - otherwise ``Started`` (the reply's id and source), ``Delta``s, and ``Ended``: the stored
-  reply. ``Started`` and at least one ``Delta`` always come before ``Ended``.
+  reply. ``Started`` and at least one ``Delta`` always come before ``Ended``, which names the
+  passages of the company's documents the reply drew on (``sources``).
 
 A reply that is abandoned (the caller went away, or something broke) has no ``Ended``: the
 pipeline keeps what was streamed, marked partial.
@@ -16,12 +17,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from chatbot.llm import ChatResult
 from chatbot.models import Message
 
 NO_LLM = "no LLM is configured"  # Ended.error of a fallback sent because there is no LLM at all
 SUGGESTED = "no LLM is configured: a knowledge-base entry suggested"  # Ended.error of a suggestion
+# Ended.error of the fallback sent because the bot answers only from the company's knowledge
+# and neither an entry nor a passage of its documents is relevant (a knowledge gap).
+NOT_KNOWN = "nothing in the knowledge base or the documents is relevant"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceLink:
+    """A passage of the company's documents a reply drew on, as visitors and agents see it."""
+
+    title: str
+    url: str
+    passage_id: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"title": self.title, "url": self.url, "passage_id": self.passage_id}
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +86,8 @@ class Ended:
     error: str = ""
     #: The knowledge-base entry answered with, or the LLM's best reference.
     entry_id: int | None = None
+    #: The passages the reply cites, else the ones it was given, most relevant first.
+    sources: tuple[SourceLink, ...] = ()
 
     @property
     def person_offered(self) -> bool:

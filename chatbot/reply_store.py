@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,6 +31,7 @@ from chatbot.group_commit import GroupCommit
 from chatbot.llm import ChatResult
 from chatbot.models import Bot, Conversation, Message
 from chatbot.prompting import Turn
+from chatbot.reply_events import SourceLink
 from chatbot.runtime import runtime
 from chatbot.services import duplicate_or, visitor_messages_add
 
@@ -199,10 +201,12 @@ async def reply_save(
     result: ChatResult | None = None,
     needs_followup: bool = False,
     elapsed_ms: int | None = None,
+    sources: Sequence[SourceLink] = (),
 ) -> int:
     """Store a reply, together with any others that end at the same time; returns its
     message id. ``elapsed_ms``: time from the visitor's message to this reply, or (with an
-    LLM ``result``) to the LLM call, whose own timings are added."""
+    LLM ``result``) to the LLM call, whose own timings are added. ``sources``: the passages
+    of the documents it drew on (``Message.sources``)."""
     usage: dict[str, Any] = {}
     if elapsed_ms is not None and result is None:
         usage = {"ttft_ms": elapsed_ms, "total_ms": elapsed_ms}
@@ -222,6 +226,7 @@ async def reply_save(
         "status": status,
         "matched_entry_id": entry_id,
         "score": score,
+        "sources": [source.as_dict() for source in sources],
         **usage,
     }
     return await commits().replies(ReplyRow(conversation_id, reply_id, fields, needs_followup))
@@ -231,27 +236,33 @@ def _plus(value: int | None, offset: int | None) -> int | None:
     return None if value is None else value + (offset or 0)
 
 
-async def reply_abandon(*, conversation_id: int, reply_id: int | None, streamed: str) -> None:
+async def reply_abandon(
+    *, conversation_id: int, reply_id: int | None, streamed: str, sources: Sequence[SourceLink] = ()
+) -> None:
     """The reserved row of a reply that ended (cancelled, failed) before it was saved: kept as
-    partial with the text the visitor was streamed (or what ``inflight`` wrote meanwhile),
-    removed if there is none. A row already saved is left as it is. Never raises."""
+    partial with the text the visitor was streamed (or what ``inflight`` wrote meanwhile) and
+    the ``sources`` it was given, removed if there is none. A row already saved is left as it
+    is. Never raises."""
     if reply_id is None:
         return
-    store = sync_to_async(_abandoned_store)(conversation_id, reply_id, streamed)
+    links = [source.as_dict() for source in sources]
+    store = sync_to_async(_abandoned_store)(conversation_id, reply_id, streamed, links)
     try:
         await asyncio.shield(store)
     except Exception:
         log.exception("could not settle the unfinished reply %s", reply_id)
 
 
-def _abandoned_store(conversation_id: int, reply_id: int, streamed: str) -> None:
+def _abandoned_store(
+    conversation_id: int, reply_id: int, streamed: str, sources: list[dict[str, Any]]
+) -> None:
     rows = Message.objects.filter(pk=reply_id, status=Message.Status.PENDING)
     with transaction.atomic():
-        if streamed and rows.update(text=streamed, status=Message.Status.PARTIAL):
+        if streamed and rows.update(text=streamed, status=Message.Status.PARTIAL, sources=sources):
             Conversation.objects.filter(pk=conversation_id).update(last_activity_at=timezone.now())
             return
         rows.filter(text="").delete()
-        rows.update(status=Message.Status.PARTIAL)
+        rows.update(status=Message.Status.PARTIAL, sources=sources)
 
 
 # --- The running summary -----------------------------------------------------------------

@@ -3,11 +3,18 @@ and ``manage.py chat``.
 
 ``reply_stream`` stores the visitor's message first (``Acked``), then answers from the
 knowledge base when it is sure, otherwise streams from the LLM (with the best entries as
-references when the match decision is "reference"), otherwise sends the bot's fallback reply
-and flags the conversation for follow-up: ``Started``, ``Delta``s, ``Ended``. While an agent
-has the conversation the bot stays silent (``AgentHasConversation``). The events are
+references when the match decision is "reference", and the relevant passages of the company's
+documents as numbered sources), otherwise sends the bot's fallback reply and flags the
+conversation for follow-up: ``Started``, ``Delta``s, ``Ended``. A bot that answers only from
+the company's knowledge (``Bot.answer_only_from_knowledge``) sends the fallback instead of
+asking the LLM when neither an entry nor a passage is relevant. While an agent has the
+conversation the bot stays silent (``AgentHasConversation``). The events are
 ``chatbot.reply_events``'; what is stored and read, ``chatbot.reply_store``'s; the knowledge
-base is asked through a ``Matcher`` (``knowledge.matching`` unless the caller passes another).
+base is asked through a ``Matcher`` (``knowledge.matching`` unless the caller passes another),
+the documents through ``Documents`` (``knowledge.docs.retrieval``).
+
+An LLM reply keeps (``Ended.sources``, ``Message.sources``) the passages it cites ([n] in
+its text), or when it cites none the ones it was given, most relevant first.
 
 A reply that is abandoned (the caller stops reading because the visitor left, or something
 breaks) is settled in one place, ``reply_stream``: what the visitor was sent is kept as
@@ -18,7 +25,6 @@ partial, an empty reserved row is removed.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -30,18 +36,24 @@ from asgiref.sync import sync_to_async
 
 from chatbot import inflight
 from chatbot.handoff import visitor_message_store
-from chatbot.llm import ChatResult, LLMError, complete, is_configured, stream_chat
+from chatbot.llm import ChatResult, LLMError, is_configured, stream_chat
 from chatbot.llm import Delta as TextDelta
 from chatbot.models import Bot, Conversation, Message
-from chatbot.prompting import build_prompt, context_budget, split_for_summary, summary_request
+from chatbot.prompting import (
+    build_prompt,
+    cited,
+    sources_budget,
+)
 from chatbot.reply_events import (
     NO_LLM,
+    NOT_KNOWN,
     SUGGESTED,
     Acked,
     AgentHasConversation,
     Delta,
     Ended,
     ReplyEvent,
+    SourceLink,
     Started,
 )
 from chatbot.reply_store import (
@@ -51,13 +63,13 @@ from chatbot.reply_store import (
     history_read,
     reply_abandon,
     reply_save,
-    summary_save,
-    summary_source,
     visitor_message_save,
 )
-from chatbot.runtime import runtime
+from chatbot.reply_summary import summary_refresh_schedule
 from chatbot.services import DuplicateMessage
 from knowledge import matching
+from knowledge.docs import retrieval
+from knowledge.docs.retrieval import PassageHit
 from knowledge.lexical import is_cjk
 from knowledge.matching import Candidate, MatchResult
 
@@ -65,9 +77,11 @@ log = logging.getLogger(__name__)
 
 MAX_QUESTION_LENGTH = 4000
 MAX_REFERENCES = 3
+MAX_PASSAGES = 5  # searched; passages_for_prompt keeps those within sources_budget()
 DEFAULT_FALLBACK = "Sorry, I can't answer that right now. Would you like to talk to a person?"
-# Without an LLM, a plausibly right entry (the reference band) is offered as it is, said
-# to be a suggestion; the conversation is flagged for a person to check.
+# Without an LLM, a plausibly right entry (the reference band), or else the most relevant
+# passage of the documents, is offered as it is, said to be a suggestion; the conversation
+# is flagged for a person to check.
 SUGGESTION_INTRO = {False: "This may help:", True: "以下内容可能对您有帮助："}
 
 
@@ -77,6 +91,15 @@ class Matcher(Protocol):
     async def amatch(self, bot: Bot, text: str, *, fresh_revision: bool = False) -> MatchResult: ...
 
 
+class Documents(Protocol):
+    """What the pipeline asks of the company's documents (``knowledge.docs.retrieval`` in
+    production)."""
+
+    async def passages_search(self, bot: Bot, question: str, *, limit: int = 5) -> list[PassageHit]: ...
+
+    def passages_for_prompt(self, hits: list[PassageHit], *, token_budget: int) -> list[PassageHit]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Reply:
     """The bot's reply to one stored visitor message."""
@@ -84,10 +107,16 @@ class _Reply:
     stored: Stored
     id: int  # the row reserved for it
     streamed: list[str]  # what the visitor was sent of it so far (an LLM reply)
+    given: list[SourceLink]  # the passages the LLM was given: what a partial reply keeps
 
 
 async def reply_stream(
-    *, conversation_id: int, text: str, client_id: str | None = None, matcher: Matcher = matching
+    *,
+    conversation_id: int,
+    text: str,
+    client_id: str | None = None,
+    matcher: Matcher = matching,
+    documents: Documents = retrieval,
 ) -> AsyncIterator[ReplyEvent]:
     """Store and answer one visitor message (see the module's docstring). Raises ValueError
     for an empty or too long message, Conversation.DoesNotExist when the conversation is gone."""
@@ -106,24 +135,30 @@ async def reply_stream(
             yield Acked(original.pk, original.text, original.created_at, duplicate=True)
             return
         streamed: list[str] = []
+        given: list[SourceLink] = []
         try:
             yield Acked(stored.message_id, text, stored.created)
             if stored.reply_id is None:  # no row reserved: an agent has the conversation
                 yield AgentHasConversation(stored.message_id, text, stored.created)
                 return
-            reply = _Reply(stored, stored.reply_id, streamed)
-            async with aclosing(_answer(reply, text, matcher)) as events:
+            reply = _Reply(stored, stored.reply_id, streamed, given)
+            async with aclosing(_answer(reply, text, matcher, documents)) as events:
                 async for event in events:
                     yield event
         except BaseException:
             # Abandoned before the reply was saved (cancelled, or broken): keep what was sent.
             await reply_abandon(
-                conversation_id=stored.conversation_id, reply_id=stored.reply_id, streamed="".join(streamed)
+                conversation_id=stored.conversation_id,
+                reply_id=stored.reply_id,
+                streamed="".join(streamed),
+                sources=given,
             )
             raise
 
 
-async def _answer(reply: _Reply, question: str, matcher: Matcher) -> AsyncIterator[ReplyEvent]:
+async def _answer(
+    reply: _Reply, question: str, matcher: Matcher, documents: Documents
+) -> AsyncIterator[ReplyEvent]:
     bot = reply.stored.bot
     match = await kb_match(bot, question, matcher=matcher, fresh_revision=True)
     decision = match.decision if match is not None else "none"
@@ -137,10 +172,19 @@ async def _answer(reply: _Reply, question: str, matcher: Matcher) -> AsyncIterat
         events = _whole(
             reply, best.answer, Message.Source.KNOWLEDGE, entry_id=best.entry_id, score=best.score
         )
+    elif not is_configured(bot) and references:
+        events = _suggest(reply, question, references[0])
     elif not is_configured(bot):
-        events = _suggest(reply, question, references[0]) if references else _fallback(reply, NO_LLM)
+        # No LLM to read them: the most relevant passage of the documents is offered as it is.
+        passages = await documents_search(bot, question, documents=documents)
+        events = _suggest_passage(reply, question, passages[0]) if passages else _fallback(reply, NO_LLM)
     else:
-        events = _llm_reply(reply, question, references)
+        # Searched only now: a sure knowledge-base answer needs none.
+        passages = await documents_search(bot, question, documents=documents)
+        if bot.answer_only_from_knowledge and not references and not passages:
+            events = _fallback(reply, NOT_KNOWN)
+        else:
+            events = _llm_reply(reply, question, references, passages)
     async with aclosing(events) as stream:
         async for event in stream:
             yield event
@@ -158,14 +202,41 @@ async def kb_match(
         return None
 
 
-async def _llm_reply(reply: _Reply, question: str, references: list[Candidate]) -> AsyncIterator[ReplyEvent]:
+async def documents_search(bot: Bot, text: str, *, documents: Documents = retrieval) -> list[PassageHit]:
+    """The relevant passages of the bot's documents that fit the prompt, most relevant
+    first; [] when none is, or the search failed."""
+    try:
+        hits = await documents.passages_search(bot, text, limit=MAX_PASSAGES)
+        return documents.passages_for_prompt(hits, token_budget=sources_budget())
+    except Exception:
+        # Like a broken index: the visitor still gets a reply (entries, or the fallback).
+        log.exception("document search failed for bot %s", bot.pk)
+        return []
+
+
+def reply_sources(text: str, given: list[SourceLink]) -> list[SourceLink]:
+    """The sources ``text`` cites ([n] is ``given[n - 1]``), or all of ``given`` when it cites none."""
+    numbers = cited(text, len(given))
+    return [given[n - 1] for n in numbers] if numbers else list(given)
+
+
+async def _llm_reply(
+    reply: _Reply, question: str, references: list[Candidate], passages: list[PassageHit]
+) -> AsyncIterator[ReplyEvent]:
     stored = reply.stored
+    reply.given[:] = [SourceLink(p.title, p.url, p.passage_id) for p in passages]
     # Read only now: an answer from the knowledge base needs no history.
     history, history_truncated = await history_read(
         HistoryAsk(stored.conversation_id, after=stored.summary_until, before=stored.message_id)
     )
     prompt = build_prompt(
-        bot=stored.bot, question=question, history=history, summary=stored.summary, references=references
+        bot=stored.bot,
+        question=question,
+        history=history,
+        summary=stored.summary,
+        references=references,
+        passages=passages,
+        strict=stored.bot.answer_only_from_knowledge,
     )
     # The best reference is kept with the reply: which entries the LLM leaned on, and how close.
     entry_id, score = (references[0].entry_id, references[0].score) if references else (None, None)
@@ -196,6 +267,7 @@ async def _llm_reply(reply: _Reply, question: str, references: list[Candidate]) 
     elif result is None or not result.text.strip():
         events = _fallback(reply, "the LLM sent an empty reply")
     else:
+        sources = reply_sources(result.text, reply.given)
         saved = await reply_save(
             conversation_id=stored.conversation_id,
             reply_id=reply.id,
@@ -205,11 +277,19 @@ async def _llm_reply(reply: _Reply, question: str, references: list[Candidate]) 
             score=score,
             result=result,
             elapsed_ms=offset_ms,
+            sources=sources,
         )
         if prompt.history_dropped or history_truncated:
             summary_refresh_schedule(stored.conversation_id)
         ended = Ended(
-            saved, result.text, Message.Source.LLM, Message.Status.COMPLETE, score, result, entry_id=entry_id
+            saved,
+            result.text,
+            Message.Source.LLM,
+            Message.Status.COMPLETE,
+            score,
+            result,
+            entry_id=entry_id,
+            sources=tuple(sources),
         )
         events = _sent(reply, ended)
     async with aclosing(events) as stream:
@@ -233,6 +313,7 @@ def _partial(
         result=err.partial,
         error=str(err),
         elapsed_ms=offset_ms,
+        sources=reply.given,
     )
 
 
@@ -246,6 +327,20 @@ def _suggest(reply: _Reply, question: str, best: Candidate) -> AsyncIterator[Rep
         score=best.score,
         needs_followup=True,
         error=SUGGESTED,
+    )
+
+
+def _suggest_passage(reply: _Reply, question: str, best: PassageHit) -> AsyncIterator[ReplyEvent]:
+    heading = " › ".join(dict.fromkeys([best.title, *best.headings]))
+    text = f"{SUGGESTION_INTRO[is_cjk(question)]}\n\n{heading}\n{best.text}"
+    return _whole(
+        reply,
+        text,
+        Message.Source.KNOWLEDGE,
+        score=best.confidence,
+        needs_followup=True,
+        error=SUGGESTED,
+        sources=[SourceLink(best.title, best.url, best.passage_id)],
     )
 
 
@@ -267,6 +362,7 @@ async def _whole(
     needs_followup: bool = False,
     error: str = "",
     elapsed_ms: int | None = None,
+    sources: list[SourceLink] | None = None,
 ) -> AsyncIterator[ReplyEvent]:
     """A reply stored as a whole (a knowledge-base answer, a suggestion, the fallback, what
     was left of a broken stream), then sent."""
@@ -281,8 +377,10 @@ async def _whole(
         result=result,
         needs_followup=needs_followup,
         elapsed_ms=reply.stored.elapsed_ms() if elapsed_ms is None else elapsed_ms,
+        sources=sources or (),
     )
-    async for event in _sent(reply, Ended(saved, text, source, status, score, result, error, entry_id)):
+    ended = Ended(saved, text, source, status, score, result, error, entry_id, tuple(sources or ()))
+    async for event in _sent(reply, ended):
         yield event
 
 
@@ -313,62 +411,3 @@ async def handoff_message_stream(
     yield Acked(message.pk, message.text, message.created_at)
     if status == Conversation.Status.WITH_AGENT:
         yield AgentHasConversation(message.pk, message.text, message.created_at)
-
-
-# --- Running summary -------------------------------------------------------------------
-
-
-class SummaryRefreshes:
-    """The conversations whose summary is being refreshed, and the background tasks doing
-    it (a runtime part; a reference is kept until each is done)."""
-
-    def __init__(self) -> None:
-        self.running: set[int] = set()
-        self.tasks: set[asyncio.Task[bool]] = set()
-
-
-def _refreshes() -> SummaryRefreshes:
-    return runtime().part(SummaryRefreshes)
-
-
-def summary_refresh_schedule(conversation_id: int) -> asyncio.Task[bool] | None:
-    """Refresh the summary in the background (at most one refresh per conversation at a time)."""
-    refreshes = _refreshes()
-    if conversation_id in refreshes.running:
-        return None
-    task = asyncio.get_running_loop().create_task(summary_refresh(conversation_id=conversation_id))
-    refreshes.tasks.add(task)
-    task.add_done_callback(refreshes.tasks.discard)
-    return task
-
-
-async def summary_refreshes_wait() -> None:
-    """Until the summary refreshes running in the background are done."""
-    await asyncio.gather(*_refreshes().tasks)
-
-
-async def summary_refresh(*, conversation_id: int, budget: int | None = None) -> bool:
-    """Fold the oldest turns that no longer fit the context budget into Conversation.summary
-    with one LLM call. True when a new summary was stored."""
-    running = _refreshes().running
-    if conversation_id in running:
-        return False
-    running.add(conversation_id)
-    try:
-        bot, summary, until, rows = await sync_to_async(summary_source)(conversation_id)
-        fold = split_for_summary([(role, text) for _, role, text in rows], budget or context_budget())
-        if fold == 0:
-            return False
-        request = summary_request(bot=bot, summary=summary, turns=[(r, t) for _, r, t in rows[:fold]])
-        try:
-            result = await complete(request)
-        except LLMError as err:
-            log.warning("summary refresh for conversation %s failed: %s", conversation_id, err)
-            return False
-        if not result.text.strip():
-            return False
-        return await sync_to_async(summary_save)(
-            conversation_id, previous=until, until=rows[fold - 1][0], summary=result.text.strip()
-        )
-    finally:
-        running.discard(conversation_id)

@@ -59,3 +59,6 @@ class EntryAdmin(EntryImportExportMixin, admin.ModelAdmin):
 @admin.register(Tag)
 class TagAdmin(admin.ModelAdmin):
     search_fields = ["name"]
+
+
+import knowledge.docs.admin  # noqa: E402, F401 - registers the documents pages

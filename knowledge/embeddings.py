@@ -361,6 +361,14 @@ def encode_documents(texts: Sequence[str], name: str | None = None) -> np.ndarra
     return get_encoder(name).encode(texts)
 
 
+def encode_passages(texts: Sequence[str], name: str | None = None) -> np.ndarray:
+    """Encode documents' passages in bulk, to be searched with questions: with the model's
+    document prefix where it has one (multilingual-e5's "passage: "), else as ``encode_documents``."""
+    encoder = get_encoder(name)
+    own = getattr(encoder, "encode_passages", None)
+    return own(texts) if own is not None else encoder.encode(texts)
+
+
 def model_fingerprint(name: str) -> str:
     """What identifies the model's vectors: its name, and for a local folder its files."""
     if settings.EMBEDDING_PROVIDER != "local" and name == model_name():

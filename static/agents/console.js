@@ -163,12 +163,22 @@
     return Number.isNaN(d.getTime()) ? '' : d.toLocaleTimeString();
   };
 
+  // The company's documents a bot reply drew on, each page once: links for http(s) URLs,
+  // else their titles.
+  const sourceList = (sources) => {
+    const pages = new Map((sources || []).map((s) => [s.url || s.title, s]));
+    return pages.size ? el('ul', { class: 'sources' }, ...[...pages.values()].map((s) => el('li', null,
+      /^https?:\/\//i.test(s.url || '')
+        ? el('a', { href: s.url, target: '_blank', rel: 'noopener noreferrer' }, s.title || s.url)
+        : s.title || ''))) : null;
+  };
+
   const messageRow = (m) => {
     const who = m.role === 'agent' ? m.agent || ROLES.agent : ROLES[m.role] || m.role;
     return el('article', { class: `msg ${m.role}` },
       el('header', null, el('strong', null, who), el('time', { datetime: m.created || null }, clock(m.created)),
         m.source && m.role === 'bot' ? el('span', { class: `badge ${m.source}` }, m.source) : null),
-      el('div', { class: 'text' }, m.text || ''));
+      el('div', { class: 'text' }, m.text || ''), sourceList(m.sources));
   };
 
   const nearBottom = () => transcript.scrollHeight - transcript.scrollTop - transcript.clientHeight < 80;

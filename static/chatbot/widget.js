@@ -32,7 +32,7 @@ const T = {
     busy: 'Please wait for the answer before sending more.',
     generic: 'Something went wrong. Please try again.', agent: 'Agent',
     wait: "You're number {n} in line for a person.", email: 'Your email address', saved: "Thanks! We'll reply by email.",
-    bad_email: 'Please check the email address.',
+    bad_email: 'Please check the email address.', sources: 'Sources',
   },
   zh: {
     open: '\u6253\u5f00\u5728\u7ebf\u5ba2\u670d', close: '\u5173\u95ed\u804a\u5929', title: '\u5728\u7ebf\u5ba2\u670d', placeholder: '\u8bf7\u8f93\u5165\u60a8\u7684\u95ee\u9898\u2026',
@@ -46,7 +46,7 @@ const T = {
     busy: '\u8bf7\u7b49\u56de\u590d\u540e\u518d\u53d1\u9001\u3002',
     generic: '\u51fa\u9519\u4e86\uff0c\u8bf7\u91cd\u8bd5\u3002', agent: '\u4eba\u5de5\u5ba2\u670d',
     wait: '\u60a8\u6392\u5728\u7b2c {n} \u4f4d\uff0c\u8bf7\u7a0d\u5019\u3002', email: '\u60a8\u7684\u90ae\u7bb1', saved: '\u8c22\u8c22\uff01\u6211\u4eec\u4f1a\u901a\u8fc7\u90ae\u4ef6\u56de\u590d\u60a8\u3002',
-    bad_email: '\u8bf7\u68c0\u67e5\u90ae\u7bb1\u5730\u5740\u3002',
+    bad_email: '\u8bf7\u68c0\u67e5\u90ae\u7bb1\u5730\u5740\u3002', sources: '\u6765\u6e90',
   },
 };
 const t = pageLang.startsWith('zh') ? T.zh : T.en;
@@ -92,13 +92,19 @@ const CLOSE = 'M18.3 5.7a1 1 0 0 0-1.4 0L12 10.6 7.1 5.7a1 1 0 0 0-1.4 1.4l4.9 4
 const LIST_ITEM = /^\s*(?:([-*+\u2022])|(\d{1,3})[.)])\s+(.*)$/;
 const INLINE = /\*\*(.+?)\*\*|__(.+?)__|`([^`\n]+)`|\[([^\]\n]+)\]\(\s*([^()\s]+)\s*\)|(https?:\/\/[^\s<>"'`]*[^\s<>"'`.,;:!?)\]])|([\w.+-]+@[\w-]+(?:\.[\w-]+)+)/g;
 
-const safeUrl = (url) => {
+// web: a source's URL, an absolute http(s) one only; else mailto: too, relative to the page.
+const safeUrl = (url, web) => {
   try {
-    const u = new URL(url, location.href);
-    return ['http:', 'https:', 'mailto:'].includes(u.protocol) ? u.href : null;
+    const u = new URL(url, web ? undefined : location.href);
+    return ['http:', 'https:', !web && 'mailto:'].includes(u.protocol) ? u.href : null;
   } catch (e) {
     return null;
   }
+};
+// An unsafe link (javascript: ...) keeps its label, as text.
+const link = (url, label, web) => {
+  const href = safeUrl(url, web);
+  return href ? h('a', { href, target: '_blank', rel: 'noopener noreferrer' }, label) : label;
 };
 
 const inline = (text, into) => {
@@ -108,12 +114,7 @@ const inline = (text, into) => {
     at = m.index + m[0].length;
     if (m[1] || m[2]) inline(m[1] || m[2], into.appendChild(h('strong')));
     else if (m[3]) into.append(h('code', null, m[3]));
-    else {
-      const href = safeUrl(m[5] || m[6] || 'mailto:' + m[7]);
-      const label = m[4] || m[6] || m[7];
-      // An unsafe link (javascript: ...) keeps its label, as text.
-      into.append(href ? h('a', { href, target: '_blank', rel: 'noopener noreferrer' }, label) : label);
-    }
+    else into.append(link(m[5] || m[6] || 'mailto:' + m[7], m[4] || m[6] || m[7]));
   }
   if (at < text.length) into.append(text.slice(at));
 };
@@ -176,6 +177,7 @@ strong{font-weight:700}
 code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em;background:rgba(127,127,127,.15);border-radius:4px;padding:0 4px}
 a{color:#0b5cad;text-decoration:underline}
 .visitor a{color:inherit}
+.src{font-size:12px;color:#57606a;margin:4px 4px 0}.src ul{list-style:none;padding:0}
 .who{font-size:11.5px;color:#57606a;margin:0 4px 2px}
 .meta{display:flex;gap:2px;align-items:center;margin-top:2px;font-size:12px;color:#57606a;min-height:4px}
 .meta button{border-radius:6px;padding:3px 5px;color:#8c959f;display:grid}
@@ -338,9 +340,22 @@ const feedbackButtons = (row, id) => {
   return [button('up'), button('down')];
 };
 
+// The company's documents the reply drew on (reply.end sources), each once.
+const sourceList = (list) => {
+  const seen = new Set();
+  const items = [];
+  for (const s of Array.isArray(list) ? list : []) {
+    const label = String((s && (s.title || s.url)) || '');
+    if (label && !seen.has(label + s.url)) seen.add(label + s.url), items.push(h('li', null, link(s.url, label, 1)));
+  }
+  return items.length ? h('div', { class: 'src' }, t.sources, h('ul', null, ...items)) : null;
+};
+
 const finishReply = (row, m) => {
   row.$status = row.dataset.status = m.status;
   setText(row, m.text);
+  row.$src?.remove();
+  if ((row.$src = sourceList(m.sources))) row.$meta.before(row.$src);
   const note = m.status === 'partial' ? t.partial : m.status === 'failed' ? t.failed : '';
   const votable = row.$kind === 'bot' && m.id != null && m.status !== 'failed';
   setMeta(row, note, ...(votable ? feedbackButtons(row, m.id) : []));

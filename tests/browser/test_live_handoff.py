@@ -54,6 +54,11 @@ async def test_a_visitor_and_an_agent_talk_live_and_the_bot_stays_silent(
         widget = Widget(page)
         await widget.open()
 
+        # A question the shop's documents answer: the LLM is given the help-center passage,
+        # and the reply names it as its source (a file, so a title and no link).
+        await widget.ask_and_wait("How do I clean a cast iron pan?")
+        assert "Care and assembly guide" in await page.locator("chatbot-widget .row.bot .src").inner_text()
+
         # Asking for a person in words: stored, no bot reply, first in line.
         await widget.ask("I want to talk to a human")
         await widget.wait_line.filter(has_text="number 1 in line").wait_for(timeout=10_000)
@@ -65,6 +70,9 @@ async def test_a_visitor_and_an_agent_talk_live_and_the_bot_stays_silent(
 
         await item.click()  # take
         assert "Alice Lee joined" in await widget.wait_notice("joined")
+        # The agent sees what the bot said before, with its sources.
+        bot_sources = staff.locator("#transcript .msg.bot .sources li", has_text="Care and assembly guide")
+        await bot_sources.wait_for(timeout=10_000)
         await staff.locator(f'#mine [data-conversation="{conversation.pk}"]').wait_for()
         await staff.locator("#queue li").first.wait_for(state="detached")
         assert await widget.wait_line.is_hidden()
@@ -84,12 +92,12 @@ async def test_a_visitor_and_an_agent_talk_live_and_the_bot_stays_silent(
         await widget.input.press_sequentially("Where is my order?", delay=30)
         await staff.locator("#visitor-typing").wait_for(state="visible", timeout=5_000)
         await widget.input.press("Enter")
-        await widget.wait_acked(2)
+        await widget.wait_acked(3)
         visitor_line = staff.locator("#transcript .msg.visitor", has_text="Where is my order?")
         await visitor_line.wait_for(timeout=10_000)
         await page.wait_for_timeout(500)  # room for a bot reply that must not come
         assert await widget.typing.is_hidden()
-        assert await widget.replies.count() == 0
+        assert await widget.replies.count() == 1  # the documents answer only
 
         # A knowledge-base suggestion for that question, inserted and sent.
         insert = staff.locator("#suggestions li", has_text="tracking link").locator("button.insert")
@@ -106,8 +114,16 @@ async def test_a_visitor_and_an_agent_talk_live_and_the_bot_stays_silent(
         await page.screenshot(path=str(artifacts / "widget-agent.png"))
 
         stored = await sync_to_async(messages_of)(conversation.pk)
-        assert [role for role, _, _ in stored] == ["visitor", "system", "agent", "visitor", "agent"]
-        assert stored[2] == ("agent", GREETING, "alice")
+        assert [role for role, _, _ in stored] == [
+            "visitor",
+            "bot",
+            "visitor",
+            "system",
+            "agent",
+            "visitor",
+            "agent",
+        ]
+        assert stored[4] == ("agent", GREETING, "alice")
 
         # Handed back: the visitor is told, and the bot answers again.
         await staff.click("#release")
@@ -117,7 +133,7 @@ async def test_a_visitor_and_an_agent_talk_live_and_the_bot_stays_silent(
         assert await staff.locator("#release").is_disabled()
         assert "tracking link" in await widget.ask_and_wait("Where is my order?")
         roles = [role for role, _, _ in await sync_to_async(messages_of)(conversation.pk)]
-        assert roles[-2:] == ["visitor", "bot"] and roles.count("bot") == 1
+        assert roles[-2:] == ["visitor", "bot"] and roles.count("bot") == 2
     finally:
         await staff.context.close()
 

@@ -9,7 +9,9 @@ WIDGET_JS = Path(__file__).resolve().parents[2] / "static" / "chatbot" / "widget
 
 def test_it_stays_small_self_contained_and_never_parses_html() -> None:
     source = WIDGET_JS.read_bytes()
-    assert len(source) < 30_000
+    # 30,000 until the reply's sources (issue 19) took it to about 30,900: shrinking the rest by
+    # that much would have meant dropping the comments that say why, not simpler code.
+    assert len(source) < 32_000
     # ASCII only: a host page in another encoding (GBK ...) may load it without a charset.
     assert source.isascii()
     text = source.decode()

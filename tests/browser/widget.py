@@ -24,12 +24,14 @@ REPLY_TIMEOUT = 90_000
 
 @sync_to_async
 def demo_bot_for(server_url: str) -> Bot:
-    """The demo bot, with its knowledge base, allowed on the live server's origin."""
+    """The demo bot, with its knowledge base, allowed on the live server's origin, and
+    letting the (fake) LLM answer what its knowledge doesn't cover: these tests ask it."""
     call_command("load_demo", stdout=None)
     bot = demo_bot()
     assert bot is not None
     bot.allowed_origins = [*bot.allowed_origins, server_url]
-    bot.save(update_fields=["allowed_origins"])
+    bot.answer_only_from_knowledge = False
+    bot.save(update_fields=["allowed_origins", "answer_only_from_knowledge"])
     return bot
 
 

@@ -6,6 +6,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
+from knowledge.models import Passage, Source
 from tests.factories import make_conversation, make_message
 
 pytestmark = pytest.mark.django_db
@@ -62,3 +63,13 @@ def test_anonymous_users_are_sent_to_the_login_page(client: Client) -> None:
     response = client.get(reverse("admin:chatbot_conversation_changelist"))
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+
+
+def test_the_bot_page_counts_its_documents_links_to_them_and_edits_answer_only(staff_client: Client) -> None:
+    bot = make_conversation().bot
+    source = Source.objects.create(bot=bot, kind=Source.Kind.URL, url="https://shop.example/returns")
+    Passage.objects.create(source=source, bot=bot, position=0, text="Returns within 30 days.", text_hash="x")
+    page = staff_client.get(reverse("admin:chatbot_bot_change", args=[bot.pk])).content.decode()
+    assert "1 sources, 1 passages" in page
+    assert reverse("admin:knowledge_source_bot", args=[bot.pk]) in page
+    assert 'name="answer_only_from_knowledge"' in page

@@ -140,6 +140,7 @@ async def test_a_returning_visitor_resumes_their_conversation_with_its_history()
             "source": "",
             "status": "complete",
             "created": question.created_at.isoformat(),
+            "sources": [],
         },
         {
             "id": answer.pk,
@@ -148,6 +149,7 @@ async def test_a_returning_visitor_resumes_their_conversation_with_its_history()
             "source": "knowledge",
             "status": "complete",
             "created": answer.created_at.isoformat(),
+            "sources": [],
         },
         {
             "id": notice.pk,
@@ -156,6 +158,7 @@ async def test_a_returning_visitor_resumes_their_conversation_with_its_history()
             "source": "",
             "status": "complete",
             "created": notice.created_at.isoformat(),
+            "sources": [],
         },
         {
             "id": said.pk,
@@ -164,6 +167,7 @@ async def test_a_returning_visitor_resumes_their_conversation_with_its_history()
             "source": "agent",
             "status": "complete",
             "created": said.created_at.isoformat(),
+            "sources": [],
             "agent": "Ann Lee",
         },
     ]

@@ -42,7 +42,7 @@ async def stored(conversation_id: int, count: int) -> list[tuple[str, str, str, 
 async def test_a_message_sent_twice_on_one_socket_is_stored_and_answered_once(
     kb: StandIn, llm: Callable[..., None], fake: FakeLLMServer
 ) -> None:
-    async with connected(await db(make_bot), matcher=kb) as comm:
+    async with connected(await db(make_bot, answer_only_from_knowledge=False), matcher=kb) as comm:
         welcome = await hello(comm)
         await send(comm, type="message", text=QUESTION, client_id="c1")
         await send(comm, type="message", text=QUESTION, client_id="c1")  # before the first is answered
@@ -59,7 +59,7 @@ async def test_a_message_sent_twice_on_one_socket_is_stored_and_answered_once(
 async def test_a_message_stored_as_the_connection_dropped_is_acknowledged_again_after_a_reconnect(
     kb: StandIn, llm: Callable[..., None], fake: FakeLLMServer
 ) -> None:
-    bot = await db(make_bot)
+    bot = await db(make_bot, answer_only_from_knowledge=False)
     async with connected(bot, matcher=kb) as comm:
         welcome = await hello(comm)
         await send(comm, type="message", text=QUESTION, client_id="c1")
@@ -83,7 +83,7 @@ async def test_a_message_stored_as_the_connection_dropped_is_acknowledged_again_
 async def test_the_same_message_from_two_tabs_at_once_is_stored_and_answered_once(
     kb: StandIn, llm: Callable[..., None], fake: FakeLLMServer
 ) -> None:
-    bot = await db(make_bot)
+    bot = await db(make_bot, answer_only_from_knowledge=False)
     async with two_tabs(bot, matcher=kb) as (first, second, welcome):
         async with conversation_lock(welcome["conversation"]):
             for comm in (first, second):

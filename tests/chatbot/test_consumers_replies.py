@@ -88,6 +88,7 @@ async def test_a_knowledge_answer_is_acknowledged_then_sent_at_once(
             "status": "complete",
             "entry_id": entry.pk,
             "score": 0.93,
+            "sources": [],
         },
     ]
     assert (visitor.text, reply.source, reply.matched_entry_id, reply.score) == (
@@ -105,7 +106,7 @@ async def test_an_llm_reply_streams_each_delta_as_it_arrives_and_is_stored_with_
     kb: StandIn, llm: Callable[..., None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gate = Gate(monkeypatch)
-    async with connected(await db(make_bot), matcher=kb) as comm:
+    async with connected(await db(make_bot, answer_only_from_knowledge=False), matcher=kb) as comm:
         await hello(comm)
         await send(comm, type="message", text="Can you send to Norway?", client_id="c1")
         ack, start, first = await recv(comm), await recv(comm), await recv(comm)
@@ -127,6 +128,7 @@ async def test_an_llm_reply_streams_each_delta_as_it_arrives_and_is_stored_with_
         "status": "complete",
         "entry_id": None,
         "score": None,
+        "sources": [],
     }
     assert (reply.source, reply.status, reply.llm_model) == ("llm", "complete", "openai-test-model")
     assert reply.prompt_tokens and reply.completion_tokens
@@ -196,7 +198,7 @@ async def test_an_llm_failing_before_any_text_sends_the_fallback_and_says_so(
     script: str, kb: StandIn, llm: Callable[..., None]
 ) -> None:
     llm(LLM_MAX_RETRIES=0)
-    async with connected(await db(make_bot), matcher=kb) as comm:
+    async with connected(await db(make_bot, answer_only_from_knowledge=False), matcher=kb) as comm:
         welcome = await hello(comm)
         await send(comm, type="message", text=f"hi [[fake: {script}]]", client_id="c1")
         frames = await until(comm, "reply.end")
@@ -211,7 +213,7 @@ async def test_an_open_circuit_sends_the_fallback_without_asking_the_llm(
     kb: StandIn, llm: Callable[..., None], fake: FakeLLMServer
 ) -> None:
     llm(LLM_MAX_RETRIES=0, LLM_BREAKER_FAILURES=1)
-    async with connected(await db(make_bot), matcher=kb) as comm:
+    async with connected(await db(make_bot, answer_only_from_knowledge=False), matcher=kb) as comm:
         await hello(comm)
         await send(comm, type="message", text="[[fake: status=503]]", client_id="c1")
         await until(comm, "error")
@@ -226,7 +228,7 @@ async def test_a_stream_broken_mid_reply_is_stored_as_partial_and_the_visitor_to
     kb: StandIn, llm: Callable[..., None]
 ) -> None:
     llm()
-    async with connected(await db(make_bot), matcher=kb) as comm:
+    async with connected(await db(make_bot, answer_only_from_knowledge=False), matcher=kb) as comm:
         welcome = await hello(comm)
         await send(comm, type="message", text="[[fake: tokens=4 drop_after=2]]", client_id="c1")
         frames = await until(comm, "reply.end")
@@ -242,7 +244,7 @@ async def test_a_message_sent_during_a_reply_is_queued_not_interleaved(
     kb: StandIn, llm: Callable[..., None]
 ) -> None:
     llm()
-    async with connected(await db(make_bot), matcher=kb) as comm:
+    async with connected(await db(make_bot, answer_only_from_knowledge=False), matcher=kb) as comm:
         welcome = await hello(comm)
         await send(comm, type="message", text="first [[fake: tokens=5 delay_ms=5]]", client_id="c1")
         await send(comm, type="message", text="second [[fake: tokens=3]]", client_id="c2")
@@ -322,7 +324,7 @@ async def test_other_tabs_get_a_fast_stream_in_fewer_larger_pieces(
     """Per-token frames go to the tab that asked; the others get merged pieces (each one a
     channel-layer message, a Redis round trip with several processes)."""
     llm()
-    bot = await db(make_bot)
+    bot = await db(make_bot, answer_only_from_knowledge=False)
     async with two_tabs(bot, matcher=kb) as (first, second, _):
         await send(first, type="message", text="Hi [[fake: tokens=12 delay_ms=1]]", client_id="c1")
         own = await until(first, "reply.end")
@@ -338,7 +340,7 @@ async def test_two_tabs_sending_at_once_get_one_reply_after_the_other(
     kb: StandIn, llm: Callable[..., None]
 ) -> None:
     llm()
-    bot = await db(make_bot)
+    bot = await db(make_bot, answer_only_from_knowledge=False)
     async with two_tabs(bot, matcher=kb) as (first, second, welcome):
         async with conversation_lock(welcome["conversation"]):
             for comm, text in ((first, "from A [[fake: tokens=4]]"), (second, "from B [[fake: tokens=2]]")):
@@ -363,7 +365,7 @@ async def test_a_tab_closing_mid_reply_keeps_the_text_so_far_and_ends_the_reply_
 ) -> None:
     Gate(monkeypatch)  # never opened: the stream stays after its first delta
     llm()
-    bot = await db(make_bot)
+    bot = await db(make_bot, answer_only_from_knowledge=False)
     async with connected(bot, matcher=kb) as watcher:
         first = await _connect(bot, matcher=kb)
         welcome = await hello(first)
@@ -429,7 +431,7 @@ async def test_a_failure_mid_reply_ends_it_as_failed_and_keeps_what_was_sent_as_
 
     llm()
     monkeypatch.setattr(reply_store, "reply_rows_batch", broken)
-    async with connected(await db(make_bot), matcher=kb) as comm:
+    async with connected(await db(make_bot, answer_only_from_knowledge=False), matcher=kb) as comm:
         welcome = await hello(comm)
         await send(comm, type="message", text="[[fake: tokens=3]]", client_id="c1")
         frames = await until(comm, "reply.end")

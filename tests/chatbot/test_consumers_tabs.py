@@ -37,7 +37,7 @@ async def test_a_lone_tab_sends_nothing_through_the_channel_layer(
     kb: StandIn, llm: Callable[..., None], frames_sent: list[str]
 ) -> None:
     llm()
-    async with connected(await db(make_bot), matcher=kb) as comm:
+    async with connected(await db(make_bot, answer_only_from_knowledge=False), matcher=kb) as comm:
         await hello(comm)
         await send(comm, type="message", text="Hi [[fake: tokens=6]]", client_id="c1")
         frames = await until(comm, "reply.end")
@@ -49,7 +49,7 @@ async def test_a_tab_that_joins_later_hears_the_first_and_is_heard(
     kb: StandIn, llm: Callable[..., None], frames_sent: list[str]
 ) -> None:
     llm()
-    bot = await db(make_bot)
+    bot = await db(make_bot, answer_only_from_knowledge=False)
     async with two_tabs(bot, matcher=kb) as (first, second, _):
         # The later tab learnt of the first from its "present" answer: its reply reaches it.
         await send(second, type="message", text="from the new tab [[fake: tokens=2]]", client_id="c1")
@@ -64,7 +64,7 @@ async def test_a_tab_that_left_is_no_longer_sent_to(
     kb: StandIn, llm: Callable[..., None], frames_sent: list[str]
 ) -> None:
     llm()
-    bot = await db(make_bot)
+    bot = await db(make_bot, answer_only_from_knowledge=False)
     async with connected(bot, matcher=kb) as first:
         welcome = await hello(first)
         group = f"conversation.{welcome['conversation']}"

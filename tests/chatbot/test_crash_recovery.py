@@ -104,6 +104,12 @@ async def site(tmp_path: Path, fake_llm: str) -> AsyncIterator[Site]:
     }
     await asyncio.to_thread(manage, "migrate", "--noinput", env=env)
     key = (await asyncio.to_thread(manage, "create_bot", "Crash test", env=env)).split()[-1]
+    # The questions are for the LLM (the fake one), not refused for lack of knowledge.
+    general = (
+        "from chatbot.models import Bot; "
+        f"Bot.objects.filter(public_key={key!r}).update(answer_only_from_knowledge=False)"
+    )
+    await asyncio.to_thread(manage, "shell", "-c", general, env=env)
     server = live.LiveServer(env)
     server.log = live.ARTIFACTS / "daphne-crash.log"
     server.log.write_text("")
@@ -173,6 +179,7 @@ async def test_a_reply_streaming_when_the_server_is_killed_is_kept_as_partial_af
             "source": "llm",
             "status": "partial",
             "created": resynced[0]["created"],
+            "sources": [],
         }
     ]
     assert kept[0] == "partial" and whole.startswith(kept[1])

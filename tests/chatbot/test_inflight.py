@@ -163,7 +163,7 @@ async def test_a_reply_streams_its_text_into_the_database_before_it_ends(
     kb: StandIn, llm: Callable[..., None], settings: Any, keeper: inflight.Keeper
 ) -> None:
     settings.REPLY_FLUSH_SECONDS = 0.1
-    async with connected(await db(make_bot), matcher=kb) as comm:
+    async with connected(await db(make_bot, answer_only_from_knowledge=False), matcher=kb) as comm:
         await hello(comm)
         # 80 deltas 40 ms apart: about 3 s of streaming.
         await send(comm, type="message", text="[[fake: tokens=80 delay_ms=40]]", client_id="c1")
@@ -206,7 +206,7 @@ async def test_a_reply_whose_stream_breaks_unexpectedly_keeps_what_was_streamed(
         raise RuntimeError("a bug, not a provider error")
 
     monkeypatch.setattr(replying, "stream_chat", breaking)
-    conversation = await db(make_conversation)
+    conversation = await db(make_conversation, await db(make_bot, answer_only_from_knowledge=False))
     events = []
     with pytest.raises(RuntimeError):
         async for event in replying.reply_stream(

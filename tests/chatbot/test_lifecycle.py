@@ -14,8 +14,10 @@ from chatbot import inflight
 from chatbot.lifecycle import ProcessLifecycle
 from chatbot.models import Message, ProcessHeartbeat
 from chatbot.runtime import Runtime, runtime
+from knowledge.docs import jobs
+from knowledge.models import Source
 from tests.chatbot.ws_client import db
-from tests.factories import make_conversation, make_message
+from tests.factories import make_bot, make_conversation, make_message
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -96,3 +98,27 @@ async def test_lifespan_starts_it_and_shutdown_settles_this_processs_own_replies
     )
     assert not await db(ProcessHeartbeat.objects.filter(owner=keeper.owner).exists)
     assert fresh_runtime.closed and runtime() is not fresh_runtime
+
+
+async def test_the_first_request_queues_again_the_documents_a_stopped_process_left() -> None:
+    def left() -> Source:
+        bot = make_bot()
+        return Source.objects.create(
+            bot=bot,
+            kind=Source.Kind.FILE,
+            filename="returns.md",
+            content=b"# Returns\n\nYou can return any item within 30 days of delivery.",
+            content_type="text/markdown",
+            status=Source.Status.RUNNING,  # the process indexing it was killed
+        )
+
+    source = await db(left)
+    app = App()
+    await ProcessLifecycle(app)({"type": "http"}, None, None)
+    await ProcessLifecycle(app)({"type": "websocket"}, None, None)  # resumed once only
+    documents = jobs.jobs()
+    assert documents.resuming is not None
+    assert await asyncio.wait_for(documents.resuming, 10) == 1
+    assert await asyncio.to_thread(documents.wait, 60)
+    status, passages = await db(lambda: (Source.objects.get(pk=source.pk).status, source.passages.count()))
+    assert (status, passages) == ("ready", 1)

@@ -41,6 +41,7 @@ def end_frame(
         "status": status,
         "entry_id": entry_id,
         "score": score,
+        "sources": [],  # always present; with passages: tests/chatbot/test_replying_documents.py
     }
 
 

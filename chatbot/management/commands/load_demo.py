@@ -9,9 +9,13 @@ from django.db import transaction
 
 from chatbot.models import Bot
 from chatbot.selectors import DEMO_BOT_NAME, demo_bot
+from knowledge.docs.services import source_add_file, source_process
+from knowledge.models import Source
 from knowledge.services import entries_embed, entry_upsert
 
 DEMO_KB = Path(__file__).resolve().parents[2] / "demo" / "shop_kb.json"
+# The shop's help-center pages: what its entries don't say (care, assembly, gift cards ...).
+DEMO_DOCS = Path(__file__).resolve().parents[2] / "demo" / "help_center"
 DEMO_ORIGINS = ["http://127.0.0.1:8000", "http://localhost:8000"]
 
 
@@ -21,6 +25,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         bot = self._load()
         self._calibrate(bot)
+        self._documents(bot)
 
     @transaction.atomic
     def _load(self) -> Bot:
@@ -69,3 +74,13 @@ class Command(BaseCommand):
             f"(estimated precision {row.estimated.get('precision', 0):.2f}), "
             f"references the LLM at >= {row.reference_threshold:.2f}."
         )
+
+    def _documents(self, bot: Bot) -> None:
+        """The help-center pages as the bot's documents (indexed again only when changed)."""
+        passages = 0
+        for path in sorted(DEMO_DOCS.glob("*.md")):
+            source = source_process(source_add_file(bot=bot, filename=path.name, data=path.read_bytes()).pk)
+            if source.status != Source.Status.READY:
+                self.stderr.write(f"Demo document {path.name}: {source.last_error}")
+            passages += source.passages.count()
+        self.stdout.write(f"Demo documents: {passages} passages from {DEMO_DOCS.name}/.")

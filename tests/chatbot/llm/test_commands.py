@@ -40,7 +40,7 @@ def chat(key: str, typed: str, *args: str, matcher: Matcher | None = None) -> st
 
 def test_chat_streams_replies_through_the_pipeline(kb: StandIn, llm: Callable[..., None]) -> None:
     llm("zhipu")
-    bot = make_bot(name="Maple Nook", greeting="Hi! Ask me anything.")
+    bot = make_bot(answer_only_from_knowledge=False, name="Maple Nook", greeting="Hi! Ask me anything.")
     output = chat(bot.public_key, "Where is my parcel?\n\nDo you sell maple syrup?\n/quit\n", matcher=kb)
     lines = output.splitlines()
     assert (
@@ -150,7 +150,7 @@ def _database_url() -> str:
 def test_chat_in_a_terminal_against_the_fake_server_process(fake_process: str) -> None:
     """Two real processes, as a developer would run them (uses the real knowledge.matching)."""
     pytest.importorskip("knowledge.matching")
-    bot = make_bot(name="Terminal bot", greeting="")
+    bot = make_bot(answer_only_from_knowledge=False, name="Terminal bot", greeting="")
     env = {
         **os.environ,
         "DATABASE_URL": _database_url(),

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 
-from chatbot import reply_store, replying
+from chatbot import reply_store, reply_summary
 from chatbot.models import Conversation, Message
 from chatbot.prompting import SUMMARY_HEADING
 from chatbot.reply_events import Acked, AgentHasConversation, Delta, Ended, ReplyEvent, Started
@@ -137,7 +137,7 @@ async def test_an_llm_failure_before_any_text_becomes_the_fallback(
     script: str, kb: StandIn, llm: Callable[..., None]
 ) -> None:
     llm(LLM_MAX_RETRIES=0)
-    conv = await conversation()
+    conv = await conversation(answer_only_from_knowledge=False)
     events = await events_of(conv.pk, f"hi [[fake: {script}]]", matcher=kb)
     end = events[-1]
     assert isinstance(end, Ended) and end.source == "fallback" and end.error
@@ -148,7 +148,7 @@ async def test_an_open_circuit_becomes_the_fallback_at_once(
     kb: StandIn, llm: Callable[..., None], fake: FakeLLMServer
 ) -> None:
     llm(LLM_MAX_RETRIES=0, LLM_BREAKER_FAILURES=1)
-    conv = await conversation()
+    conv = await conversation(answer_only_from_knowledge=False)
     await events_of(conv.pk, "[[fake: status=503]]", matcher=kb)
     end = (await events_of(conv.pk, "hello again", matcher=kb))[-1]
     assert isinstance(end, Ended) and end.source == "fallback"
@@ -160,7 +160,7 @@ async def test_a_stream_broken_after_some_text_is_stored_as_partial(
     kb: StandIn, llm: Callable[..., None]
 ) -> None:
     llm()
-    conv = await conversation()
+    conv = await conversation(answer_only_from_knowledge=False)
     events = await events_of(conv.pk, "[[fake: tokens=4 drop_after=2]]", matcher=kb)
     assert [e.text for e in events if isinstance(e, Delta)] == ["tok1 ", "tok2 "]
     end = events[-1]
@@ -183,7 +183,7 @@ async def test_a_visitor_leaving_mid_reply_keeps_the_partial_text(
     kb: StandIn, llm: Callable[..., None]
 ) -> None:
     llm()
-    conv = await conversation()
+    conv = await conversation(answer_only_from_knowledge=False)
     async with aclosing(
         reply_stream(conversation_id=conv.pk, text="[[fake: tokens=50 delay_ms=20]]", matcher=kb)
     ) as events:
@@ -199,7 +199,7 @@ async def test_a_broken_knowledge_base_still_gets_an_llm_answer(
 ) -> None:
     llm()
     kb.error = RuntimeError("index corrupt")
-    conv = await conversation()
+    conv = await conversation(answer_only_from_knowledge=False)
     end = (await events_of(conv.pk, "hi", matcher=kb))[-1]
     assert isinstance(end, Ended) and end.source == "llm"
 
@@ -232,7 +232,7 @@ async def test_earlier_turns_are_sent_as_context(
     kb: StandIn, llm: Callable[..., None], fake: FakeLLMServer
 ) -> None:
     llm()
-    conv = await conversation(system_prompt="Be brief.")
+    conv = await conversation(answer_only_from_knowledge=False, system_prompt="Be brief.")
     await events_of(conv.pk, "My name is Ann.", matcher=kb)
     await events_of(conv.pk, "What is my name?", matcher=kb)
     sent = fake.requests[-1].body["messages"]
@@ -257,10 +257,10 @@ async def test_old_turns_are_folded_into_the_summary_in_the_background(
     kb: StandIn, llm: Callable[..., None], fake: FakeLLMServer
 ) -> None:
     llm(LLM_CONTEXT_TOKENS=120)
-    conv = await conversation(system_prompt="Be brief.")
+    conv = await conversation(answer_only_from_knowledge=False, system_prompt="Be brief.")
     for n in range(1, 5):
         await events_of(conv.pk, f"Question number {n} with some words to fill the budget.", matcher=kb)
-    await replying.summary_refreshes_wait()
+    await reply_summary.summary_refreshes_wait()
     conv = await reload(conv)
     assert conv.summary.startswith("You said: Earlier summary:")  # the fake echoes the summary request
     assert conv.summary_until is not None
@@ -283,12 +283,13 @@ async def test_a_summary_refresh_only_folds_what_is_not_covered(llm: Callable[..
             source="" if n % 2 == 0 else "llm",
         )
     # Each turn is about 39 tokens: half of 240 keeps the last visitor/bot pair, folds the first four.
-    assert await replying.summary_refresh(conversation_id=conv.pk, budget=240) is True
+    assert await reply_summary.summary_refresh(conversation_id=conv.pk, budget=240) is True
     first = await reload(conv)
     ids = [m.pk for m in await messages(conv.pk)]
     assert first.summary_until == ids[3]
     assert "turn 3" in first.summary and "turn 4" not in first.summary
-    assert await replying.summary_refresh(conversation_id=conv.pk, budget=240) is False  # nothing new to fold
+    # Nothing new to fold:
+    assert await reply_summary.summary_refresh(conversation_id=conv.pk, budget=240) is False
     assert (await reload(conv)).summary_until == ids[3]
 
 
@@ -328,7 +329,7 @@ async def test_llm_replies_of_many_conversations_at_once_read_their_histories_to
     kb: StandIn, llm: Callable[..., None], fake: FakeLLMServer
 ) -> None:
     llm()
-    bot = await sync_to_async(make_bot)()
+    bot = await sync_to_async(make_bot)(answer_only_from_knowledge=False)
     convs = [await sync_to_async(make_conversation)(bot) for _ in range(6)]
     for n, conv in enumerate(convs):
         await sync_to_async(make_message)(conv, role="visitor", text=f"earlier question {n}")
