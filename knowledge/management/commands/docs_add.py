@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from chatbot.models import Bot
 from knowledge.docs.errors import DocumentError, TooLarge
 from knowledge.docs.services import source_add_file, source_add_url, source_process
+from knowledge.management.progress import progress_bar
 from knowledge.models import Source
 
 # What a folder given to docs_add contributes: the files the extractor reads.
@@ -26,20 +27,6 @@ def bot_from_key(key: str) -> Bot:
     if bot is None:
         raise CommandError(f"No bot has the public key or id {key!r} (the admin's bot page shows it).")
     return bot
-
-
-def progress_bar(stream: Any, label: str) -> Callable[[int, int], None]:
-    """The house progress bar (knowledge kb_reindex), drawn on ``stream``."""
-
-    def show(done: int, total: int) -> None:
-        width = 30
-        filled = int(width * done / total) if total else width
-        stream.write(f"\r{label[:24]:<24} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-        if done >= total:
-            stream.write("\n")
-        stream.flush()
-
-    return show
 
 
 def is_url(text: str) -> bool:

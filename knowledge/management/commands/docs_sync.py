@@ -6,7 +6,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from knowledge.docs.services import source_sync
-from knowledge.management.commands.docs_add import bot_from_key, progress_bar
+from knowledge.management.commands.docs_add import bot_from_key
+from knowledge.management.progress import progress_bar
 
 
 class Command(BaseCommand):

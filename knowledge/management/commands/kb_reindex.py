@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from chatbot.models import Bot
 from knowledge import embeddings
+from knowledge.management.progress import progress_bar
 from knowledge.services import bot_kb_touch, entries_embed
 
 
@@ -33,14 +34,4 @@ class Command(BaseCommand):
         self.stdout.write(f"Done: {total} phrasings embedded with {embeddings.model_name()}.")
 
     def _bar(self, label: str) -> Any:
-        stream = self.stderr._out if hasattr(self.stderr, "_out") else sys.stderr
-
-        def show(done: int, total: int) -> None:
-            width = 30
-            filled = int(width * done / total) if total else width
-            stream.write(f"\r{label[:24]:<24} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-            if done >= total:
-                stream.write("\n")
-            stream.flush()
-
-        return show
+        return progress_bar(self.stderr._out if hasattr(self.stderr, "_out") else sys.stderr, label)
