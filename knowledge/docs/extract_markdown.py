@@ -1,7 +1,9 @@
 """Markdown and plain text (already decoded). Markdown: ATX (``## Title``) and setext
 (underlined) headings outside fenced code, YAML front matter's ``title``, links reduced to
-their text and images dropped; the rest kept as written (the model reads Markdown well).
-Plain text: paragraphs, no headings."""
+their text and images dropped; the rest kept as written (the model reads Markdown well),
+except that a paragraph's soft line breaks (lines wrapped in the source) are joined, so a
+passage shown to a visitor reads as prose. Plain text: paragraphs (unwrapped the same
+way), no headings."""
 
 from __future__ import annotations
 
@@ -17,6 +19,10 @@ _FRONT_TITLE = re.compile(r"^title:[ \t]*[\"']?(.*?)[\"']?[ \t]*$", re.MULTILINE
 _IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
 _LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+# Lines that are not wrapped prose: lists, tables, quotes, indented or fenced code.
+_STRUCTURED = re.compile(r"^(?: {4}|\t| {0,3}(?:[-*+]\s|\d{1,9}[.)]\s|\||>|```|~~~))")
+_CJK_END = re.compile(r"[\u3000-\u9fff\uac00-\ud7af\uff00-\uffef]$")
+_CJK_START = re.compile(r"^[\u3000-\u9fff\uac00-\ud7af\uff00-\uffef]")
 
 
 def markdown_document(text: str, *, title: str = "") -> Document:
@@ -52,12 +58,39 @@ def markdown_document(text: str, *, title: str = "") -> Document:
 
 def text_document(text: str, *, title: str) -> Document:
     outline = Outline()
-    outline.block(text)
+    outline.block(unwrap(text))
     return outline.document("", fallback=title)
 
 
 def _inline(text: str) -> str:
-    return _LINK.sub(r"\1", _IMAGE.sub("", text))
+    return unwrap(_LINK.sub(r"\1", _IMAGE.sub("", text)))
+
+
+def unwrap(text: str) -> str:
+    """Each paragraph of prose on one line (blank lines separate paragraphs); paragraphs
+    holding a list, a table, a quote or code are left as they are. Chinese, Japanese and
+    Korean lines join without a space."""
+    out = []
+    fenced = False  # inside a fenced code block that has blank lines
+    for paragraph in re.split(r"\n[ \t]*\n", text):
+        out.append(paragraph if fenced else _joined(paragraph))
+        fences = sum(1 for line in paragraph.split("\n") if _FENCE.match(line))
+        fenced ^= fences % 2 == 1
+    return "\n\n".join(out)
+
+
+def _joined(paragraph: str) -> str:
+    lines = paragraph.split("\n")
+    if len(lines) < 2 or any(_STRUCTURED.match(line) for line in lines):
+        return paragraph
+    out = lines[0].rstrip()
+    for line in lines[1:]:
+        line = line.strip()
+        if not line:
+            continue
+        glue = "" if _CJK_END.search(out) and _CJK_START.match(line) else " "
+        out = f"{out}{glue}{line}" if out else line
+    return out
 
 
 def _is_table_rule(previous: str) -> bool:

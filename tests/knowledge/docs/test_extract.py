@@ -164,7 +164,7 @@ def test_plain_text_keeps_its_paragraphs_and_is_named_after_its_file() -> None:
     document = extract(text.encode(), filename="shipping-and_returns.txt")
 
     assert document.title == "shipping and returns"
-    assert _text(document) == "First paragraph,\nstill the first.\n\nSecond paragraph."
+    assert _text(document) == "First paragraph, still the first.\n\nSecond paragraph."
 
 
 def _pdf(pages: list[list[str]], *, title: str = "") -> bytes:
@@ -339,3 +339,22 @@ def test_a_file_over_the_size_limit_is_refused_with_both_sizes() -> None:
 
     assert str(refused.value) == "The file is 1.5 MB, over the 1 MB limit."
     assert extract(b"a " * (1024 * 512), filename="fits.txt").sections
+
+
+def test_wrapped_lines_of_a_paragraph_are_joined_but_lists_tables_and_code_are_not() -> None:
+    source = (
+        "# Care\n\nRinse with hot water and a brush,\nthen dry it on the hob.\n\n"
+        "- oil it\n- never soak it\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
+        "```\nfirst line\n\nsecond line\nthird line\n```\n\n每消费一元积一分，\n一百积分可兑换五元。\n"
+    )
+    text = extract(source.encode(), filename="care.md").sections[0].text
+    assert "Rinse with hot water and a brush, then dry it on the hob." in text
+    assert "- oil it\n- never soak it" in text
+    assert "| a | b |\n|---|---|\n| 1 | 2 |" in text
+    assert "second line\nthird line" in text
+    assert "每消费一元积一分，一百积分可兑换五元。" in text
+
+
+def test_a_plain_text_files_wrapped_paragraphs_are_joined() -> None:
+    document = extract(b"Returns are free\nwithin 30 days.\n\nAsk us first.", filename="returns.txt")
+    assert document.sections[0].text == "Returns are free within 30 days.\n\nAsk us first."
