@@ -38,6 +38,12 @@ run: $(STAMP)
 	@echo "Serving on http://$(HOST):$(PORT)/ (demo: /demo/, admin: /admin/)"
 	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) chatbot.asgi:application
 
+# Production topology on one machine: nginx on PORT in front of WORKERS daphne processes
+# (deploy/serve.py; WORKERS > 1 needs REDIS_URL). Foreground; Ctrl-C stops everything.
+WORKERS ?= 1
+serve: $(STAMP)
+	$(PY) deploy/serve.py --workers $(WORKERS) --port $(PORT) --host $(HOST)
+
 test: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) manage.py makemigrations --check --dry-run >/dev/null || { echo "Missing migrations: run manage.py makemigrations"; exit 1; }

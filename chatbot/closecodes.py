@@ -2,7 +2,7 @@
 
 The server accepts the connection and then closes it with one of these, so that a browser
 client sees the code (a refused handshake only shows 1006). A client should not reconnect
-after any of them: retrying cannot help.
+after any of them, retrying cannot help; except STARTING, which asks it to retry with backoff.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ BOT_INACTIVE = 4004  # the bot exists but is switched off
 FRAME_TOO_LARGE = 4008  # a frame was larger than CHAT_MAX_FRAME_BYTES
 AGENT_FORBIDDEN = 4010  # the agent socket: not signed in, or not an agent (staff or AGENT_GROUP)
 ERASED = 4011  # the chat socket: its visitor or conversation was erased while it was open
+STARTING = 4013  # the chat socket: the process is starting (model loading): retry shortly
 
 REASONS: dict[int, str] = {
     UNKNOWN_BOT: "unknown bot",
@@ -23,4 +24,5 @@ REASONS: dict[int, str] = {
     FRAME_TOO_LARGE: "frame too large",
     AGENT_FORBIDDEN: "agents only",
     ERASED: "conversation erased",
+    STARTING: "server starting, retry shortly",
 }

@@ -67,7 +67,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.queue: asyncio.Queue[frames.Say] = asyncio.Queue()
         self.typing_throttle = events.Throttle()
         key = self.scope["url_route"]["kwargs"]["key"]
-        bot, refusal = await database_sync_to_async(access.bot_admit)(key=key, headers=self.scope["headers"])
+        refusal = access.process_refusal()
+        bot = None
+        if refusal is None:
+            bot, refusal = await database_sync_to_async(access.bot_admit)(
+                key=key, headers=self.scope["headers"]
+            )
         # Accept, then close: a browser sees the close code only on an accepted socket.
         await self.accept()
         if refusal is not None:

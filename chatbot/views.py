@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.templatetags.static import static
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from chatbot.readiness import readiness_report
 from chatbot.selectors import demo_bot
 
 DEMO_WIDGET_COLOR = "#b5562c"  # the shop's accent (static/demo/shop.css)
@@ -34,6 +34,10 @@ def demo(request: HttpRequest) -> HttpResponse:
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-    return JsonResponse({"status": "ok", "database": connection.vendor})
+    """Liveness: the process answers. Touches nothing else (readiness: ``readyz``)."""
+    return JsonResponse({"status": "ok"})
+
+
+async def readyz(request: HttpRequest) -> JsonResponse:
+    report = await readiness_report()
+    return JsonResponse(report.as_json(), status=200 if report.ready else 503)

@@ -275,6 +275,10 @@ class Models:
         with self._lock:
             return dict(self._loaded)
 
+    def has(self, name: str) -> bool:
+        """Whether ``name`` is loaded, without waiting: the lock is held for a whole load."""
+        return name in self._loaded
+
 
 class Batchers:
     """The runtime's query batchers, one per model (a runtime part); their threads stop
@@ -330,9 +334,51 @@ def loaded_batcher(name: str | None = None) -> QueryBatcher | None:
     return runtime().part(Batchers).loaded(name or settings.EMBEDDING_MODEL)
 
 
+class Preload:
+    """The start-up load of the default model (a runtime part): made by ``preload``, so a
+    process that never preloads has none and loads the model at its first query instead."""
+
+    def __init__(self) -> None:
+        self.error: str | None = None
+
+
 def preload() -> None:
     """Load the model and start the batcher on a background thread."""
-    threading.Thread(target=get_batcher, name="embedding-preload", daemon=True).start()
+    state = runtime().part(Preload)
+    threading.Thread(target=_preload, args=(state,), name="embedding-preload", daemon=True).start()
+
+
+def _preload(state: Preload) -> None:
+    try:
+        get_batcher()
+    except Exception as err:  # the first query tries again; readiness reports this
+        state.error = f"{type(err).__name__}: {err}"
+        log.exception("preloading the embedding model failed")
+
+
+def default_model_state() -> tuple[bool, str]:
+    """Whether the default model is ready to answer queries, and why (never loads, never
+    waits): ready when loaded, when an API embeds, or when the process loads it at first
+    use (no preload); not while a preload is under way or after it failed."""
+    if settings.EMBEDDING_PROVIDER != "local":
+        return True, f"{settings.EMBEDDING_PROVIDER} embeddings API"
+    current = runtime()
+    models = current.peek(Models)
+    if models is not None and models.has(settings.EMBEDDING_MODEL):
+        return True, f"{settings.EMBEDDING_MODEL} loaded"
+    preloading = current.peek(Preload)
+    if preloading is None:
+        return True, f"{settings.EMBEDDING_MODEL} loads at first use (no preload)"
+    if preloading.error is not None:
+        return False, f"{settings.EMBEDDING_MODEL} failed to load: {preloading.error}"
+    return False, f"{settings.EMBEDDING_MODEL} is loading"
+
+
+def preload_under_way() -> bool:
+    """Whether this process is still loading the default model at start-up (never waits)."""
+    ready, _ = default_model_state()
+    preloading = runtime().peek(Preload)
+    return not ready and preloading is not None and preloading.error is None
 
 
 def trainable_model(name: str | None = None) -> Any:

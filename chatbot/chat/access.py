@@ -12,6 +12,7 @@ from django.conf import settings
 
 from chatbot import closecodes, ratelimit
 from chatbot.models import Bot
+from chatbot.readiness import accepting_chats
 from chatbot.selectors import bot_by_public_key
 
 
@@ -33,6 +34,12 @@ def origin_allowed(*, origin: str | None, host: str | None, allowed: Iterable[st
     # The server's own pages (the demo shop, the admin's try-out) are always allowed.
     parts = urlsplit(origin)
     return bool(host) and parts.scheme in ("http", "https") and parts.netloc == host.strip().lower()
+
+
+def process_refusal() -> int | None:
+    """The close code that turns every chat away while this process is starting (its
+    embedding model still loading), else None. In process only: no database call."""
+    return None if accepting_chats() else closecodes.STARTING
 
 
 def bot_admit(*, key: str, headers: Iterable[tuple[bytes, bytes]]) -> tuple[Bot | None, int | None]:

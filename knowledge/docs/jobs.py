@@ -77,8 +77,16 @@ class DocumentJobs:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
     async def aclose(self) -> None:
-        # The runtime closes on the event loop: wait for the worker on another thread.
-        await asyncio.to_thread(self.close)
+        # The runtime closes on the event loop: wait for a running job on another thread.
+        with self._lock:
+            busy = bool(self._futures)
+        if not busy:
+            self.close()  # nothing to wait for
+            return
+        try:
+            await asyncio.to_thread(self.close)
+        except RuntimeError:  # at interpreter exit (atexit) no new thread can start
+            self.close()
 
     def _submit(self, key: int | str, job: Callable[[], None]) -> Future[None]:
         with self._lock:

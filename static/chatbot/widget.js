@@ -273,8 +273,8 @@ const connect = () => {
     if (ws !== sock) return;
     ws = null;
     typing(false);
-    // 4000-4999: the server refused this bot or site; retrying can't help.
-    if (event.code >= 4000 && event.code < 5000) setState('refused');
+    // 4000-4999: the server refused this bot or site; retrying can't help. 4013: it is starting.
+    if (event.code >= 4000 && event.code < 5000 && event.code !== 4013) setState('refused');
     else reconnectLater();
   };
 };

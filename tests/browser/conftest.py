@@ -115,7 +115,8 @@ class LiveServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        wait_until_up(self.process, self.url + "/healthz", self.log, "daphne")
+        # Ready, not just up: until the model has loaded, chat sockets are turned away (4013).
+        wait_until_up(self.process, self.url + "/readyz", self.log, "daphne")
 
     def stop(self) -> None:
         stop_process(self.process)

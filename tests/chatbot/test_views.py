@@ -28,12 +28,6 @@ def test_the_root_redirects_to_the_demo(client: Client) -> None:
     assert (response.status_code, response["Location"]) == (302, "/demo/")
 
 
-def test_health_reports_the_database(client: Client) -> None:
-    response = client.get("/healthz")
-    assert response.status_code == 200
-    assert response.json()["database"] in ("sqlite", "postgresql")
-
-
 def test_static_files_are_served_by_the_app(client: Client) -> None:
     response = client.get("/static/demo/shop.css")
     assert response.status_code == 200

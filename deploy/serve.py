@@ -1,0 +1,246 @@
+"""`make serve`: the production topology on one machine, in the foreground.
+
+Debian's nginx on --port in front of --workers daphne processes (one unix socket each under
+the run directory, .serve/ by default), nginx serving the collected static files itself.
+Prepares like `make run` (migrate, the demo bot, an admin, collectstatic), writes
+nginx.conf from deploy/nginx.conf.template, starts the workers, waits until each answers
+/readyz, then starts nginx. Ctrl-C or SIGTERM stops everything: the workers first, then
+nginx; if any child exits on its own, the others are stopped and this exits 1.
+
+DATABASE_URL and REDIS_URL come from the environment; more than one worker needs
+REDIS_URL (their channel layer), else this exits 2 before touching anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import http.client
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = Path(__file__).resolve().with_name("nginx.conf.template")
+NGINX = os.environ.get("NGINX", "/usr/sbin/nginx")
+STOP_SECONDS = 30  # a worker's graceful shutdown (replies in progress) before SIGKILL
+READY_SECONDS = 120  # a worker's start, its embedding model included
+
+
+class Refused(Exception):
+    """A configuration this refuses to start with (exit 2)."""
+
+
+def preconditions(*, workers: int, nginx: str, env: dict[str, str]) -> None:
+    if workers < 1:
+        raise Refused(f"WORKERS must be 1 or more, got {workers}")
+    if workers > 1 and not env.get("REDIS_URL"):
+        raise Refused(
+            f"WORKERS={workers} needs REDIS_URL: several processes share conversations through "
+            "Redis (the channel layer). Set REDIS_URL=redis://host:6379/0, or run WORKERS=1."
+        )
+    if not os.access(nginx, os.X_OK):
+        raise Refused(f"nginx not found at {nginx} (apt-get install -y nginx, or set NGINX=/path/to/nginx)")
+
+
+def nginx_config(
+    *, run_dir: Path, host: str, port: int, sockets: list[Path], static_url: str, static_root: Path
+) -> str:
+    # Run as root (a container, CI), nginx's workers would switch to an unprivileged user
+    # that cannot reach the project's sockets and files: keep them as whoever runs this.
+    user = f"user {pwd.getpwuid(os.geteuid()).pw_name};" if os.geteuid() == 0 else ""
+    servers = "\n".join(f"        server unix:{path} max_fails=1 fail_timeout=2s;" for path in sockets)
+    values = {
+        "@USER@": user,
+        "@RUN@": str(run_dir),
+        "@SERVERS@": servers,
+        "@HOST@": host,
+        "@PORT@": str(port),
+        "@STATIC_URL@": "/" + static_url.strip("/") + "/",
+        "@STATIC_ROOT@": str(static_root),
+    }
+    text = TEMPLATE.read_text()
+    for placeholder, value in values.items():
+        text = text.replace(placeholder, value)
+    return text
+
+
+def manage(*args: str) -> None:
+    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, check=True)
+
+
+def die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the supervisor dies, even by SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: no such safety net
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def spawn(argv: list[str]) -> subprocess.Popen[bytes]:
+    # A session of its own: Ctrl-C reaches only this supervisor, which stops the children in order.
+    return subprocess.Popen(argv, cwd=ROOT, start_new_session=True, preexec_fn=die_with_parent)
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path) -> None:
+        super().__init__("localhost", timeout=2)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(str(self.path))
+
+
+def status(path: Path, url: str) -> int | None:
+    connection = UnixHTTPConnection(path)
+    try:
+        connection.request("GET", url)
+        return connection.getresponse().status
+    except OSError:
+        return None
+    finally:
+        connection.close()
+
+
+def ready(path: Path) -> bool:
+    """/readyz answers 200 (database, channel layer, embedding model); a build without
+    /readyz (404) is ready once /healthz answers."""
+    readyz = status(path, "/readyz")
+    return readyz == 200 or (readyz == 404 and status(path, "/healthz") == 200)
+
+
+class Supervisor:
+    def __init__(self) -> None:
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.stopping: str | None = None
+        signal.signal(signal.SIGINT, self._signalled)
+        signal.signal(signal.SIGTERM, self._signalled)
+
+    def _signalled(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = signal.Signals(signum).name
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        process = spawn(argv)
+        self.children.append((name, process))
+        print(f"serve: started {name} (pid {process.pid})", flush=True)
+        return process
+
+    def exited(self) -> str | None:
+        for name, process in self.children:
+            if process.poll() is not None:
+                return f"{name} exited with status {process.returncode}"
+        return None
+
+    def wait_ready(self, sockets: list[Path]) -> str | None:
+        """None once every worker is ready, else why not: nginx sends no visitor to a worker
+        still loading its model."""
+        deadline = time.monotonic() + READY_SECONDS
+        waiting = list(sockets)
+        while waiting:
+            if self.stopping or (why := self.exited()):
+                return self.stopping or why
+            if time.monotonic() > deadline:
+                return f"workers not answering within {READY_SECONDS} s: {', '.join(map(str, waiting))}"
+            waiting = [path for path in waiting if not (path.exists() and ready(path))]
+            time.sleep(0.2)
+        return None
+
+    def watch(self) -> str:
+        while True:
+            if self.stopping:
+                return f"{self.stopping} received"
+            if why := self.exited():
+                return why
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Workers first (they end their replies and close their websockets through nginx),
+        then nginx; whatever outlives STOP_SECONDS is killed."""
+        workers = [p for name, p in self.children if name != "nginx"]
+        others = [p for name, p in self.children if name == "nginx"]
+        for group in (workers, others):
+            for process in group:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + STOP_SECONDS
+            for process in group:
+                try:
+                    process.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--run-dir", type=Path, default=ROOT / ".serve", help="sockets, nginx.conf, logs")
+    args = parser.parse_args(argv)
+    try:
+        preconditions(workers=args.workers, nginx=NGINX, env=dict(os.environ))
+    except Refused as err:
+        print(f"serve: {err}", file=sys.stderr)
+        return 2
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatbot.settings")
+    sys.path.insert(0, str(ROOT))
+    from django.conf import settings
+
+    manage("migrate", "--noinput")
+    manage("load_demo", "--skip-checks")
+    manage("ensure_admin", "--skip-checks")
+    manage("collectstatic", "--noinput", "--verbosity", "0")
+
+    run_dir = args.run_dir.resolve()
+    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (run_dir / "tmp" / sub).mkdir(parents=True, exist_ok=True)
+    sockets = [run_dir / f"daphne-{n}.sock" for n in range(1, args.workers + 1)]
+    for path in sockets:
+        path.unlink(missing_ok=True)  # left by a run that was killed
+    config = run_dir / "nginx.conf"
+    config.write_text(
+        nginx_config(
+            run_dir=run_dir,
+            host=args.host,
+            port=args.port,
+            sockets=sockets,
+            static_url=settings.STATIC_URL,
+            static_root=Path(settings.STATIC_ROOT),
+        )
+    )
+
+    supervisor = Supervisor()
+    daphne = shutil.which("daphne", path=str(Path(sys.executable).parent)) or "daphne"
+    for n, path in enumerate(sockets, 1):
+        supervisor.start(
+            f"worker {n}", [daphne, "-u", str(path), "--proxy-headers", "chatbot.asgi:application"]
+        )
+    why = supervisor.wait_ready(sockets)
+    if why is None:
+        supervisor.start(
+            "nginx", [NGINX, "-p", f"{run_dir}/", "-c", str(config), "-e", "stderr", "-g", "daemon off;"]
+        )
+        print(
+            f"serve: http://{args.host}:{args.port}/ via nginx, {args.workers} worker(s) "
+            f"(demo: /demo/, admin: /admin/); Ctrl-C stops all",
+            flush=True,
+        )
+        why = supervisor.watch()
+    print(f"serve: stopping ({why})", flush=True)
+    supervisor.stop()
+    print("serve: stopped", flush=True)
+    return 0 if supervisor.stopping else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
