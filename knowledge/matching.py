@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from channels.db import database_sync_to_async
 from django.conf import settings
 
 from chatbot.models import Bot
@@ -36,6 +35,7 @@ from knowledge.calibration_services import Calibrated, Thresholds, thresholds_fo
 from knowledge.models import Calibration, Embedding, Entry
 from knowledge.ranking import Ranked, Ranker
 from knowledge.services import entries_embed
+from knowledge.shared_reads import shared_read
 
 log = logging.getLogger(__name__)
 Decision = Literal["answer", "reference", "none"]
@@ -308,22 +308,4 @@ async def _snapshot_shared(bot_id: int) -> Snapshot:
 
     The read runs as a task of its own, so the caller that started it can be cancelled
     (its visitor left) without failing the others waiting for it."""
-    loop = asyncio.get_running_loop()
-    key = (id(loop), bot_id)
-    reads = _snapshots().reads
-    task = reads.get(key)
-    if task is not None and task.get_loop() is not loop:
-        task = None  # left by a loop that closed mid-read, whose id this one reuses
-    if task is None:
-        task = reads[key] = asyncio.ensure_future(database_sync_to_async(snapshot_for)(bot_id))
-        task.add_done_callback(lambda done: _read_finished(reads, key, done))
-    return await asyncio.shield(task)
-
-
-def _read_finished(
-    reads: dict[tuple[int, int], asyncio.Task[Snapshot]], key: tuple[int, int], task: asyncio.Task[Snapshot]
-) -> None:
-    if reads.get(key) is task:
-        del reads[key]
-    if not task.cancelled():
-        task.exception()  # mark retrieved: no "never retrieved" warning if nobody waited
+    return await shared_read(_snapshots().reads, bot_id, snapshot_for)

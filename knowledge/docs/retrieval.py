@@ -13,8 +13,6 @@ import asyncio
 import logging
 from concurrent.futures import Future
 
-from channels.db import database_sync_to_async
-
 from chatbot.models import Bot
 from chatbot.runtime import runtime
 from knowledge import embeddings
@@ -23,6 +21,7 @@ from knowledge.docs.retrieval_store import PassageIndexes, Searchable, searchabl
 from knowledge.docs.split import count_tokens
 from knowledge.matching import normalise_query
 from knowledge.query_batcher import QueryVector
+from knowledge.shared_reads import shared_read
 
 __all__ = ["PassageHit", "passages_for_prompt", "passages_search"]
 
@@ -83,24 +82,4 @@ async def _searchable_shared(bot_id: int) -> Searchable:
     """``searchable_for`` for concurrent async callers: those arriving while a read for the
     same bot is under way share it (the database thread is one thread). The read is a task
     of its own, so a caller that is cancelled does not fail the others."""
-    loop = asyncio.get_running_loop()
-    key = (id(loop), bot_id)
-    reads = runtime().part(PassageIndexes).reads
-    task = reads.get(key)
-    if task is not None and task.get_loop() is not loop:
-        task = None  # left by a loop that closed mid-read, whose id this one reuses
-    if task is None:
-        task = reads[key] = asyncio.ensure_future(database_sync_to_async(searchable_for)(bot_id))
-        task.add_done_callback(lambda done: _read_finished(reads, key, done))
-    return await asyncio.shield(task)
-
-
-def _read_finished(
-    reads: dict[tuple[int, int], asyncio.Task[Searchable]],
-    key: tuple[int, int],
-    task: asyncio.Task[Searchable],
-) -> None:
-    if reads.get(key) is task:
-        del reads[key]
-    if not task.cancelled():
-        task.exception()  # mark retrieved: no "never retrieved" warning if nobody waited
+    return await shared_read(runtime().part(PassageIndexes).reads, bot_id, searchable_for)

@@ -6,21 +6,14 @@ against a stand-in websocket that sends the frames of docs/chat-protocol.md."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.browser.widget import Widget
+from tests.browser.widget import Widget, standalone_open
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-WIDGET_JS = Path(__file__).resolve().parents[2] / "static" / "chatbot" / "widget.js"
-ORIGIN = "http://widget.test"
-PAGE = (
-    '<!doctype html><html lang="en"><body>'
-    '<script src="/static/chatbot/widget.js" data-bot="k"></script></body></html>'
-)
 
 SOURCES = [
     {"title": "Warranty terms", "url": "https://shop.example/help/warranty", "passage_id": 12},
@@ -93,17 +86,8 @@ window.WebSocket = class {
 )
 
 
-async def serve(route: Any) -> None:
-    if route.request.url.endswith("/widget.js"):
-        await route.fulfill(body=WIDGET_JS.read_bytes(), content_type="text/javascript")
-    else:
-        await route.fulfill(body=PAGE, content_type="text/html")
-
-
 async def test_it_shows_sources_as_links_and_never_links_a_javascript_url(page: Any) -> None:
-    await page.route(ORIGIN + "/**", serve)
-    await page.add_init_script(FAKE_SOCKET)
-    await page.goto(ORIGIN + "/")
+    await standalone_open(page, FAKE_SOCKET)
     widget = Widget(page)
     await widget.open()
 

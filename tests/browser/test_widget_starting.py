@@ -5,21 +5,14 @@ Chromium runs widget.js on a page of its own against a stand-in websocket."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.browser.widget import Widget
+from tests.browser.widget import Widget, standalone_open
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-WIDGET_JS = Path(__file__).resolve().parents[2] / "static" / "chatbot" / "widget.js"
-ORIGIN = "http://widget.test"
-PAGE = (
-    '<!doctype html><html lang="en"><body>'
-    '<script src="/static/chatbot/widget.js" data-bot="k"></script></body></html>'
-)
 WELCOME = {"type": "welcome", "visitor": "v", "conversation": 1, "status": "open", "messages": []}
 
 # The first socket is accepted and closed with 4013 (starting); the next one says welcome.
@@ -51,17 +44,8 @@ window.WebSocket = class {
 )
 
 
-async def serve(route: Any) -> None:
-    if route.request.url.endswith("/widget.js"):
-        await route.fulfill(body=WIDGET_JS.read_bytes(), content_type="text/javascript")
-    else:
-        await route.fulfill(body=PAGE, content_type="text/html")
-
-
 async def test_it_retries_when_the_server_is_starting(page: Any) -> None:
-    await page.route(ORIGIN + "/**", serve)
-    await page.add_init_script(FAKE_SOCKET)
-    await page.goto(ORIGIN + "/")
+    await standalone_open(page, FAKE_SOCKET)
     widget = Widget(page)
     await widget.open()  # online: the second socket, after the backoff
 

@@ -9,6 +9,7 @@ A visitor row gets ``data-id`` once the server has acknowledged (stored) it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -33,6 +34,29 @@ def demo_bot_for(server_url: str) -> Bot:
     bot.answer_only_from_knowledge = False
     bot.save(update_fields=["allowed_origins", "answer_only_from_knowledge"])
     return bot
+
+
+WIDGET_JS = Path(__file__).resolve().parents[2] / "static" / "chatbot" / "widget.js"
+STANDALONE_ORIGIN = "http://widget.test"
+STANDALONE_PAGE = (
+    '<!doctype html><html lang="en"><body>'
+    '<script src="/static/chatbot/widget.js" data-bot="k"></script></body></html>'
+)
+
+
+async def standalone_open(page: Any, fake_socket: str) -> None:
+    """A page holding only the widget, served by the browser itself (no server), with
+    ``fake_socket`` (a script defining ``window.WebSocket``) standing in for the server."""
+
+    async def serve(route: Any) -> None:
+        if route.request.url.endswith("/widget.js"):
+            await route.fulfill(body=WIDGET_JS.read_bytes(), content_type="text/javascript")
+        else:
+            await route.fulfill(body=STANDALONE_PAGE, content_type="text/html")
+
+    await page.route(STANDALONE_ORIGIN + "/**", serve)
+    await page.add_init_script(fake_socket)
+    await page.goto(STANDALONE_ORIGIN + "/")
 
 
 class Widget:
