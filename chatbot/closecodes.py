@@ -3,6 +3,10 @@
 The server accepts the connection and then closes it with one of these, so that a browser
 client sees the code (a refused handshake only shows 1006). A client should not reconnect
 after any of them, retrying cannot help; except STARTING, which asks it to retry with backoff.
+
+Two standard codes (RFC 6455 registry) say the server, not the client, is the reason:
+SERVICE_RESTART (the process is shutting down: reconnect at once, another process answers)
+and TRY_AGAIN_LATER (the process is overloaded with new connections: reconnect with backoff).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ FRAME_TOO_LARGE = 4008  # a frame was larger than CHAT_MAX_FRAME_BYTES
 AGENT_FORBIDDEN = 4010  # the agent socket: not signed in, or not an agent (staff or AGENT_GROUP)
 ERASED = 4011  # the chat socket: its visitor or conversation was erased while it was open
 STARTING = 4013  # the chat socket: the process is starting (model loading): retry shortly
+SERVICE_RESTART = 1012  # the process is shutting down (SIGTERM): reconnect now, to another process
+TRY_AGAIN_LATER = 1013  # too many connections being set up at once: reconnect with backoff
 
 REASONS: dict[int, str] = {
     UNKNOWN_BOT: "unknown bot",
@@ -25,4 +31,6 @@ REASONS: dict[int, str] = {
     AGENT_FORBIDDEN: "agents only",
     ERASED: "conversation erased",
     STARTING: "server starting, retry shortly",
+    SERVICE_RESTART: "server restarting, reconnect",
+    TRY_AGAIN_LATER: "server busy, retry shortly",
 }

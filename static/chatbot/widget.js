@@ -274,16 +274,20 @@ const connect = () => {
     ws = null;
     typing(false);
     // 4000-4999: the server refused this bot or site; retrying can't help. 4013: it is starting.
+    // 1012: this process is restarting, another answers now; 1013: busy, back off (the rest).
     if (event.code >= 4000 && event.code < 5000 && event.code !== 4013) setState('refused');
+    else if (event.code === 1012) reconnectLater(50 + Math.random() * 450);
     else reconnectLater();
   };
 };
 
-// Backoff with jitter: about 1 s, then x1.3..x2 per attempt, at most 10 s.
-const reconnectLater = () => {
+// Backoff with jitter: about 1 s, then x1.3..x2 per attempt, at most 10 s; `soon` (a restart)
+// retries after that many ms without growing the backoff.
+const reconnectLater = (soon) => {
   setState('offline');
-  delay = delay ? Math.min(10000, delay * (1.3 + Math.random() * 0.7)) : 700 + Math.random() * 600;
-  retryTimer = setTimeout(connect, delay);
+  if (soon === undefined)
+    delay = delay ? Math.min(10000, delay * (1.3 + Math.random() * 0.7)) : 700 + Math.random() * 600;
+  retryTimer = setTimeout(connect, soon === undefined ? delay : soon);
 };
 const reconnectNow = () => state === 'offline' && connect();
 window.addEventListener('online', reconnectNow);
