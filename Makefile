@@ -44,6 +44,14 @@ WORKERS ?= 1
 serve: $(STAMP)
 	$(PY) deploy/serve.py --workers $(WORKERS) --port $(PORT) --host $(HOST)
 
+# Rolling restart of `make serve`'s workers (SIGHUP to its supervisor): one at a time, each
+# drained first (replies finish, widgets reconnect to the others); its output says when done.
+.PHONY: restart
+restart:
+	@pid=$$(cat .serve/serve.pid 2>/dev/null) && kill -0 "$$pid" 2>/dev/null \
+		|| { echo "make restart: make serve is not running (no live pid in .serve/serve.pid)" >&2; exit 1; }; \
+	kill -HUP "$$pid" && echo "make restart: rolling restart asked of make serve (pid $$pid)"
+
 test: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) manage.py makemigrations --check --dry-run >/dev/null || { echo "Missing migrations: run manage.py makemigrations"; exit 1; }

@@ -23,7 +23,7 @@ from django.conf import settings
 from agents import frames as agent_frames
 from agents import live
 from agents.frames import Act, AgentHello, Open, Reply
-from chatbot import closecodes
+from chatbot import closecodes, draining
 from chatbot.chat import access, events, frames
 from chatbot.chat.frames import FrameError
 from chatbot.replying import Matcher, kb_match
@@ -55,6 +55,13 @@ class AgentConsumer(AsyncWebsocketConsumer):
         self.agent = await database_sync_to_async(live.agent_connect)(user=self.scope.get("user"))
         if self.agent is None:
             await self.refuse(closecodes.AGENT_FORBIDDEN)
+        elif not draining.enlist(self):  # this process is shutting down: the console reconnects
+            await self.refuse(closecodes.SERVICE_RESTART)
+
+    async def drain(self, *, now: bool) -> None:
+        """The process is shutting down (``chatbot.draining``): closed at once, with 1012."""
+        await self.refuse(closecodes.SERVICE_RESTART)
+        draining.release(self)
 
     async def refuse(self, code: int) -> None:
         self.agent = None
@@ -62,6 +69,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         self.agent = None
+        draining.release(self)
         for group in self.joined:
             await self.channel_layer.group_discard(group, self.channel_name)
 

@@ -12,6 +12,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from chatbot import autobahn_tuning  # noqa: E402
+from chatbot.admission import ConnectAdmission  # noqa: E402
 from chatbot.lifecycle import ProcessLifecycle  # noqa: E402
 from chatbot.routing import websocket_urlpatterns  # noqa: E402
 
@@ -27,7 +28,10 @@ application = ProcessLifecycle(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,
-            "websocket": URLRouter(websocket_urlpatterns),
+            # A burst of new chat sockets past the bound is closed with 1013 (chatbot.admission).
+            "websocket": ConnectAdmission(
+                URLRouter(websocket_urlpatterns), limit=settings.CHAT_CONNECTS_PENDING_MAX
+            ),
         }
     )
 )

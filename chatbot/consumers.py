@@ -13,6 +13,11 @@ visitor's other tabs (``chat.tabs``), the wait for a person it times (``chat.han
 its rate limits (``chat.access``). What agents do reaches every tab through the group
 ``conversation.<id>`` (``chat_frame``); what the visitor does reaches the agents as plain
 channel-layer events (``chatbot.chat.events``).
+
+When the process shuts down (``chatbot.draining``), an idle connection is closed with
+SERVICE_RESTART (1012) at once and a busy one right after its reply's end; messages it
+had queued meanwhile are dropped unacknowledged (the widget sends them again after it
+reconnects). Past the grace the reply in progress is cut off, kept as partial.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from chatbot import closecodes, ratelimit
+from chatbot import closecodes, draining, ratelimit
 from chatbot.chat import access, events, frames
 from chatbot.chat.frames import FrameError
 from chatbot.chat.handoff_phrases import accepts_offer, asks_for_person
@@ -37,6 +42,7 @@ from chatbot.chat.handoff_wait import HandoffWait
 from chatbot.chat.relay import relay
 from chatbot.chat.session import Session, session_welcome
 from chatbot.chat.tabs import Tabs
+from chatbot.db_outage import database_unreachable
 from chatbot.handoff import handoff_request, visitor_contact_save
 from chatbot.models import Bot, Conversation
 from chatbot.reply_events import Acked, Ended, ReplyEvent
@@ -58,6 +64,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # The last reply on this connection was the fallback, which offers a person: a plain
     # "yes" / "好的" next takes the offer.
     person_offered = False
+    closing_for_restart = False
 
     def __init__(self, *, matcher: Matcher = matching) -> None:
         super().__init__()
@@ -67,14 +74,23 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.queue: asyncio.Queue[frames.Say] = asyncio.Queue()
         self.typing_throttle = events.Throttle()
         key = self.scope["url_route"]["kwargs"]["key"]
-        refusal = access.process_refusal()
+        refusal = draining.refusal() or access.process_refusal()
         bot = None
         if refusal is None:
-            bot, refusal = await database_sync_to_async(access.bot_admit)(
-                key=key, headers=self.scope["headers"]
-            )
+            try:
+                bot, refusal = await database_sync_to_async(access.bot_admit)(
+                    key=key, headers=self.scope["headers"]
+                )
+            except Exception as err:
+                if not database_unreachable(err):
+                    raise
+                # The database is away (a restart): a retryable close, not a failed handshake.
+                log.warning("chat socket refused with 1013: database unreachable (%s)", err)
+                refusal = closecodes.TRY_AGAIN_LATER
         # Accept, then close: a browser sees the close code only on an accepted socket.
         await self.accept()
+        if refusal is None and not draining.enlist(self):  # the shutdown began meanwhile
+            refusal = closecodes.SERVICE_RESTART
         if refusal is not None:
             await self.close(code=refusal, reason=closecodes.REASONS[refusal])
             return
@@ -90,6 +106,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self.worker
         if self.tabs is not None:
             await self.tabs.leave()
+        draining.release(self)
+
+    async def drain(self, *, now: bool) -> None:
+        """The process is shutting down (``chatbot.draining.Drainable``)."""
+        self.closing_for_restart = True
+        if now and self.worker is not None and not self.worker.done():
+            self.worker.cancel()  # the reply so far is kept, marked partial
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.worker
+        if now or self.pending == 0:
+            await self.close_for_restart()
+        # else the worker closes the connection after the reply's end
+
+    async def close_for_restart(self) -> None:
+        if self.bot is not None:
+            self.bot = None  # nothing more is read from this connection
+            with contextlib.suppress(Exception):  # e.g. the socket went away meanwhile
+                code = closecodes.SERVICE_RESTART
+                await self.close(code=code, reason=closecodes.REASONS[code])
+        draining.release(self)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels' own dispatch releases database connections before every handler, one
@@ -141,7 +177,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self.close(code=closecodes.ERASED, reason=closecodes.REASONS[closecodes.ERASED])
             return
         conversation_id = self.session.conversation_id if self.session is not None else None
-        log.exception("chat socket of conversation %s", conversation_id, exc_info=err)
+        if database_unreachable(err):  # one line per frame while it lasts, not a traceback
+            log.warning("chat socket of conversation %s: database unreachable (%s)", conversation_id, err)
+        else:
+            log.exception("chat socket of conversation %s", conversation_id, exc_info=err)
         with contextlib.suppress(Exception):  # e.g. the socket went away meanwhile
             await self.send_frame(
                 frames.error(frames.SERVER_ERROR, "Something went wrong on our side.", client_id)
@@ -202,6 +241,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             visitor_uid=self.session.visitor_uid, client=self.scope.get("client")
         )
         wait = await ratelimit.atake(buckets)
+        if self.closing_for_restart:
+            return  # not acknowledged: the widget sends it again to the next process
         if wait > 0:
             await self.send_frame(
                 frames.error(
@@ -226,6 +267,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self.failed(err, say.client_id)
             finally:
                 self.pending -= 1
+            if self.closing_for_restart:
+                await self.close_for_restart()
+                return
 
     async def answer(self, say: frames.Say) -> None:
         """The bot's reply; or, when the message asks for a person, the handoff's answer."""

@@ -6,7 +6,9 @@ process left queued or half indexed (``knowledge.docs.jobs``), queued again in t
 Servers that speak the ASGI lifespan protocol (uvicorn, hypercorn) start it at start-up
 and, at shutdown, settle this process's replies and close the runtime. daphne sends no
 lifespan events: there the first request or websocket starts it, which after a crash is
-the widgets reconnecting, and the runtime is closed when the process exits.
+the widgets reconnecting. Run by ``deploy/worker.py`` (``make serve``, the systemd units),
+daphne drains on SIGTERM (``chatbot.draining``) and then calls ``process_stop``; run by
+plain ``daphne``, the runtime is closed when the process exits.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 
 from chatbot import inflight
-from chatbot.runtime import runtime
+from chatbot.runtime import Runtime, runtime
 from knowledge.docs import jobs
 
 log = logging.getLogger(__name__)
@@ -48,12 +50,18 @@ class ProcessLifecycle:
                 _documents_resume()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                try:
-                    await started.part(inflight.Keeper).stop()
-                finally:
-                    await started.aclose()
+                await process_stop(started)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def process_stop(started: Runtime) -> None:
+    """At shutdown: this process's replies still pending are settled (``inflight.Keeper.stop``),
+    then its runtime is closed."""
+    try:
+        await started.part(inflight.Keeper).stop()
+    finally:
+        await started.aclose()
 
 
 def _documents_resume() -> None:

@@ -14,6 +14,7 @@ never made stricter.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -25,6 +26,8 @@ from django.core.cache import cache, caches
 from django.core.cache.backends.locmem import LocMemCache
 
 from chatbot.runtime import runtime
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "ratelimit:"
 
@@ -50,8 +53,14 @@ def take(buckets: Sequence[Bucket], *, now: Callable[[], float] = time.time) -> 
     returns the seconds until all of them will have one."""
     if not buckets:
         return 0.0
-    with runtime().part(Exact).lock:
-        return _take(buckets, now)
+    try:
+        with runtime().part(Exact).lock:
+            return _take(buckets, now)
+    except Exception as err:  # the cache (Redis) is unreachable: a restart, a failover
+        # Fails open: the limits are a courtesy, and an outage of the cache must not turn
+        # every visitor's message away (chatbot.channel_layer rides the same outage out).
+        log.warning("rate limits not applied: the cache is unreachable (%s: %s)", type(err).__name__, err)
+        return 0.0
 
 
 def _take(buckets: Sequence[Bucket], now: Callable[[], float]) -> float:

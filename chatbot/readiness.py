@@ -2,6 +2,9 @@
 message, the embedding model is loaded (``/readyz``). Each check fails with a reason rather
 than raising; the cheap in-process part alone (``accepting_chats``) gates chat connections.
 
+A process shutting down (``chatbot.draining``) is not ready from the moment it begins to
+drain: ``/readyz`` answers 503 with the one check ``draining``, without asking the database.
+
 Liveness (``/healthz``) checks nothing here: a liveness probe that failed while PostgreSQL
 is down would get a healthy process restarted.
 """
@@ -17,6 +20,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import connection
 
+from chatbot import draining
 from knowledge.embeddings import default_model_state, preload_under_way
 
 # Per check. A probe's own timeout is usually 1 s or more; a database or Redis that takes
@@ -38,9 +42,13 @@ class Readiness:
     def ready(self) -> bool:
         return all(check.ok for check in self.checks.values())
 
+    @property
+    def draining(self) -> bool:
+        return "draining" in self.checks
+
     def as_json(self) -> dict[str, Any]:
         return {
-            "status": "ready" if self.ready else "not ready",
+            "status": "ready" if self.ready else "draining" if self.draining else "not ready",
             "checks": {name: {"ok": c.ok, "detail": c.detail} for name, c in self.checks.items()},
         }
 
@@ -69,7 +77,11 @@ async def channel_layer_check() -> Check:
     token = uuid.uuid4().hex
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):
-            name = await layer.new_channel("readyz.")
+            # The default prefix: channels-redis serves all of a process's channels of one prefix
+            # with a single reader; with a prefix of its own this read waited behind a
+            # websocket's reader (which holds the receive lock) and timed out while any
+            # socket was open.
+            name = await layer.new_channel()
             await layer.send(name, {"type": "readyz.ping", "token": token})
             message = await layer.receive(name)
     except TimeoutError:
@@ -87,6 +99,8 @@ def embedding_check() -> Check:
 
 
 async def readiness_report() -> Readiness:
+    if draining.draining():
+        return Readiness({"draining": Check(False, "shutting down: replies in progress are finishing")})
     database, layer = await asyncio.gather(database_check(), channel_layer_check())
     return Readiness({"database": database, "channel_layer": layer, "embedding_model": embedding_check()})
 

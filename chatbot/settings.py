@@ -55,6 +55,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Content-Security-Policy on every page but the public demo (the staff pages).
+    "chatbot.security_headers.staff_content_security_policy",
+    "chatbot.db_outage.DatabaseOutageMiddleware",  # last: a view's database outage -> 503
 ]
 
 ROOT_URLCONF = "chatbot.urls"
@@ -97,7 +100,8 @@ REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "chatbot")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels-redis's layer, riding out a Redis restart (chatbot.channel_layer).
+            "BACKEND": "chatbot.channel_layer.ResilientRedisChannelLayer",
             # No client-side socket timeout: with one, redis-py wraps every send in
             # asyncio.wait_for, which on Python 3.11 can swallow a cancellation, and a
             # websocket's channel-layer reader then never stops (it polls Redis every 5 s,
@@ -126,6 +130,12 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Faults: Redis and PostgreSQL going away (chatbot.channel_layer, chatbot.db_outage) --
+# While Redis is unreachable, a send to the channel layer (a reply's frames for the other
+# tabs, an agent's message) waits and retries this long before it fails; reading waits
+# for as long as it takes, so no socket is closed because Redis restarted.
+CHANNEL_LAYER_OUTAGE_SECONDS = env_float("CHANNEL_LAYER_OUTAGE_SECONDS", 15.0, minimum=0.0, maximum=300.0)
 
 # --- LLM (used by chatbot.llm) -----------------------------------------------------
 LLM_PROVIDER = env_choice("LLM_PROVIDER", "", ("", "openai", "dashscope", "zhipu"))
@@ -233,6 +243,14 @@ CHAT_QUEUE_MAX = env_int("CHAT_QUEUE_MAX", 5, minimum=0, maximum=100)
 CHAT_RATE_VISITOR = _rate("CHAT_RATE_VISITOR", env_str("CHAT_RATE_VISITOR", "10/60"))
 CHAT_RATE_IP = _rate("CHAT_RATE_IP", env_str("CHAT_RATE_IP", "60/60"))
 
+# --- Bursts of new chat sockets (chatbot.admission) ----------------------------------------
+# Chat sockets one process sets up at once (handshake to welcome); past this a new one is
+# closed at once with 1013 and the widget retries with backoff, instead of waiting past
+# daphne's 5 s handshake window and being dropped. 0: no bound. Measured through nginx
+# (one worker, listen backlog 1,024, 1,000 new sockets at 400/s): 50 dropped none, the
+# welcome's p95 at 2 s; 100 let 15% time out.
+CHAT_CONNECTS_PENDING_MAX = env_int("CHAT_CONNECTS_PENDING_MAX", 50, minimum=0, maximum=100_000)
+
 # --- Replies in flight (chatbot.inflight) ---------------------------------------------
 # A reply being streamed has its text so far written this often (one UPDATE for all of a
 # process's replies), so a crash loses at most about this much of what visitors saw.
@@ -246,6 +264,11 @@ if PROCESS_DEAD_SECONDS < 2 * PROCESS_HEARTBEAT_SECONDS:
         "PROCESS_DEAD_SECONDS must be at least twice PROCESS_HEARTBEAT_SECONDS, "
         f"got {PROCESS_DEAD_SECONDS:g} and {PROCESS_HEARTBEAT_SECONDS:g}"
     )
+
+# --- Graceful shutdown (chatbot.draining, deploy/worker.py) ------------------------------
+# On SIGTERM a worker stops accepting and lets its replies in progress finish for up to this
+# long; those still running then are stored as partial. Its sockets are closed with 1012.
+SHUTDOWN_GRACE_SECONDS = env_float("SHUTDOWN_GRACE_SECONDS", 20.0, minimum=0.0, maximum=600.0)
 
 # --- Agent workspace (/agent/) -----------------------------------------------------
 # Members of this group (or staff users) may use the workspace.
@@ -284,6 +307,25 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # Serve straight from the source folders so `make run` needs no collectstatic step.
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
+
+# --- Static files: hashed names for long cache lifetimes (deploy/, README "Deploying") ---
+# With STATIC_HASHED, collectstatic also writes each file under a name carrying a hash of
+# its content (agents.3f2a1c9b0d4e.css, staticfiles.json maps them) and pages link those,
+# so nginx (and WhiteNoise) let browsers keep them a year. Pages then need collectstatic's
+# manifest, hence off by default under DEBUG (make run, tests). The widget keeps its stable
+# URL, /static/chatbot/widget.js, what companies embed: served with no-cache, revalidated.
+STATIC_HASHED = env_bool("STATIC_HASHED", not DEBUG)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"
+        if STATIC_HASHED
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+from chatbot.static_headers import revalidate_stable_urls  # noqa: E402 (a callable, not a path)
+
+WHITENOISE_ADD_HEADERS_FUNCTION = revalidate_stable_urls
 
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
-from django.templatetags.static import static
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
@@ -15,9 +15,10 @@ DEMO_WIDGET_COLOR = "#b5562c"  # the shop's accent (static/demo/shop.css)
 def widget_tag(public_key: str, **options: str) -> SafeString:
     """The one script tag a site embeds; options become data-* attributes (color, position, lang)."""
     attrs = format_html_join("", ' data-{}="{}"', options.items())
-    return format_html(
-        '<script src="{}" data-bot="{}"{} async></script>', static("chatbot/widget.js"), public_key, attrs
-    )
+    # The stable URL, never static()'s hashed copy (STATIC_HASHED): companies paste this tag
+    # once, and a release reaches them because the URL is revalidated (deploy/ nginx configs).
+    src = settings.STATIC_URL + "chatbot/widget.js"
+    return format_html('<script src="{}" data-bot="{}"{} async></script>', src, public_key, attrs)
 
 
 def demo(request: HttpRequest) -> HttpResponse:

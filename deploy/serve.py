@@ -1,11 +1,19 @@
 """`make serve`: the production topology on one machine, in the foreground.
 
-Debian's nginx on --port in front of --workers daphne processes (one unix socket each under
-the run directory, .serve/ by default), nginx serving the collected static files itself.
-Prepares like `make run` (migrate, the demo bot, an admin, collectstatic), writes
-nginx.conf from deploy/nginx.conf.template, starts the workers, waits until each answers
-/readyz, then starts nginx. Ctrl-C or SIGTERM stops everything: the workers first, then
-nginx; if any child exits on its own, the others are stopped and this exits 1.
+Debian's nginx on --port in front of --workers daphne processes (deploy/worker.py, one unix
+socket each under the run directory, .serve/ by default), nginx serving the collected static
+files itself. Prepares like `make run` (migrate, the demo bot, an admin, collectstatic),
+writes nginx.conf from deploy/nginx.conf.template, starts the workers, waits until each
+answers /readyz, then starts nginx, and writes its own pid to serve.pid in the run directory.
+
+Ctrl-C or SIGTERM stops everything: the workers first (each drains: replies in progress
+finish, up to SHUTDOWN_GRACE_SECONDS, websockets close with 1012), then nginx. SIGHUP
+(`make restart`) restarts the workers one at a time: each is drained and, once it has
+exited, a new one starts on its socket; the next waits until that one answers /readyz, so
+the others take the visitors meanwhile. A worker that dies (a crash, the OOM killer) is
+started again on its socket, as systemd's Restart=always would, while the others serve; one
+that dies CRASH_LIMIT times within CRASH_WINDOW seconds, or nginx exiting, stops everything
+and this exits 1.
 
 DATABASE_URL and REDIS_URL come from the environment; more than one worker needs
 REDIS_URL (their channel layer), else this exits 2 before touching anything.
@@ -19,7 +27,6 @@ import ctypes
 import http.client
 import os
 import pwd
-import shutil
 import signal
 import socket
 import subprocess
@@ -31,8 +38,11 @@ from types import FrameType
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = Path(__file__).resolve().with_name("nginx.conf.template")
 NGINX = os.environ.get("NGINX", "/usr/sbin/nginx")
-STOP_SECONDS = 30  # a worker's graceful shutdown (replies in progress) before SIGKILL
+WORKER = Path(__file__).resolve().with_name("worker.py")
+STOP_MARGIN = 15  # seconds past a worker's grace (its replies) for its exit, before SIGKILL
 READY_SECONDS = 120  # a worker's start, its embedding model included
+CRASH_LIMIT = 3  # a worker's deaths within CRASH_WINDOW seconds before giving up
+CRASH_WINDOW = 60.0
 
 
 class Refused(Exception):
@@ -57,7 +67,12 @@ def nginx_config(
     # Run as root (a container, CI), nginx's workers would switch to an unprivileged user
     # that cannot reach the project's sockets and files: keep them as whoever runs this.
     user = f"user {pwd.getpwuid(os.geteuid()).pw_name};" if os.geteuid() == 0 else ""
-    servers = "\n".join(f"        server unix:{path} max_fails=1 fail_timeout=2s;" for path in sockets)
+    # max_fails=0: nginx never counts a worker out. A worker being restarted has no socket for a
+    # moment; connecting fails at once and nginx moves to the next (proxy_next_upstream error).
+    # Counted out instead (max_fails=1), it would be let back only one connection per
+    # fail_timeout until one of them ended, and a websocket does not end: during a rolling
+    # restart, the worker just restarted took one visitor every 2 s, the rest got 502.
+    servers = "\n".join(f"        server unix:{path} max_fails=0;" for path in sockets)
     values = {
         "@USER@": user,
         "@RUN@": str(run_dir),
@@ -118,14 +133,21 @@ def ready(path: Path) -> bool:
 
 
 class Supervisor:
-    def __init__(self) -> None:
+    def __init__(self, *, stop_seconds: float) -> None:
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.stopping: str | None = None
+        self.restart_asked = False
+        self.stop_seconds = stop_seconds
+        self.deaths: dict[str, list[float]] = {}
         signal.signal(signal.SIGINT, self._signalled)
         signal.signal(signal.SIGTERM, self._signalled)
+        signal.signal(signal.SIGHUP, self._hangup)
 
     def _signalled(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = signal.Signals(signum).name
+
+    def _hangup(self, signum: int, frame: FrameType | None) -> None:
+        self.restart_asked = True
 
     def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         process = spawn(argv)
@@ -153,30 +175,77 @@ class Supervisor:
             time.sleep(0.2)
         return None
 
-    def watch(self) -> str:
+    def watch(self, workers: list[tuple[str, list[str], Path]]) -> str:
+        """Until a signal or a child's exit says stop (why); SIGHUP restarts the workers."""
         while True:
+            if self.restart_asked and not self.stopping:
+                self.restart_asked = False
+                if why := self.rolling_restart(workers):
+                    return why
             if self.stopping:
                 return f"{self.stopping} received"
-            if why := self.exited():
+            if why := self.revive(workers):
                 return why
             time.sleep(0.2)
 
+    def revive(self, workers: list[tuple[str, list[str], Path]]) -> str | None:
+        """A worker that exited on its own is started again (nginx sends it nobody until it
+        listens, once its model is loaded); None, or why everything must stop."""
+        argv_of = {name: (argv, path) for name, argv, path in workers}
+        for name, process in list(self.children):
+            if process.poll() is None:
+                continue
+            why = f"{name} exited with status {process.returncode}"
+            if name not in argv_of:
+                return why
+            now = time.monotonic()
+            deaths = [t for t in self.deaths.get(name, []) if now - t < CRASH_WINDOW] + [now]
+            self.deaths[name] = deaths
+            if len(deaths) >= CRASH_LIMIT:
+                return f"{why}, {len(deaths)} times within {CRASH_WINDOW:g} s"
+            print(f"serve: {why}; starting it again", flush=True)
+            self.children.remove((name, process))
+            argv, path = argv_of[name]
+            path.unlink(missing_ok=True)  # a killed worker leaves its socket file
+            self.start(name, argv)
+        return None
+
+    def rolling_restart(self, workers: list[tuple[str, list[str], Path]]) -> str | None:
+        """Each worker in turn: drained (SIGTERM) until it exits, a new one started on its
+        socket, ready before the next. None when done, else why it could not go on."""
+        started = time.monotonic()
+        print(f"serve: rolling restart of {len(workers)} worker(s)", flush=True)
+        for name, argv, path in workers:
+            old = next(p for n, p in self.children if n == name)
+            self.children.remove((name, old))  # its exit is asked for, not a failure
+            self.terminate([old])
+            if self.stopping:
+                return f"{self.stopping} received during the rolling restart"
+            path.unlink(missing_ok=True)  # a worker that had to be killed leaves its socket
+            self.start(name, argv)
+            if why := self.wait_ready([path]):
+                return f"rolling restart: {name}: {why}"
+        print(f"serve: rolling restart done in {time.monotonic() - started:.1f} s", flush=True)
+        return None
+
+    def terminate(self, group: list[subprocess.Popen[bytes]]) -> None:
+        """SIGTERM, then SIGKILL for whatever outlives stop_seconds."""
+        for process in group:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_seconds
+        for process in group:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
     def stop(self) -> None:
         """Workers first (they end their replies and close their websockets through nginx),
-        then nginx; whatever outlives STOP_SECONDS is killed."""
-        workers = [p for name, p in self.children if name != "nginx"]
-        others = [p for name, p in self.children if name == "nginx"]
-        for group in (workers, others):
-            for process in group:
-                if process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + STOP_SECONDS
-            for process in group:
-                try:
-                    process.wait(max(0.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+        then nginx; whatever outlives stop_seconds is killed."""
+        self.terminate([p for name, p in self.children if name != "nginx"])
+        self.terminate([p for name, p in self.children if name == "nginx"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,12 +288,15 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
 
-    supervisor = Supervisor()
-    daphne = shutil.which("daphne", path=str(Path(sys.executable).parent)) or "daphne"
-    for n, path in enumerate(sockets, 1):
-        supervisor.start(
-            f"worker {n}", [daphne, "-u", str(path), "--proxy-headers", "chatbot.asgi:application"]
-        )
+    supervisor = Supervisor(stop_seconds=settings.SHUTDOWN_GRACE_SECONDS + STOP_MARGIN)
+    pid_file = run_dir / "serve.pid"
+    pid_file.write_text(f"{os.getpid()}\n")
+    workers = [
+        (f"worker {n}", [sys.executable, str(WORKER), "-u", str(path), "--proxy-headers"], path)
+        for n, path in enumerate(sockets, 1)
+    ]
+    for name, argv, _ in workers:
+        supervisor.start(name, argv)
     why = supervisor.wait_ready(sockets)
     if why is None:
         supervisor.start(
@@ -232,12 +304,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             f"serve: http://{args.host}:{args.port}/ via nginx, {args.workers} worker(s) "
-            f"(demo: /demo/, admin: /admin/); Ctrl-C stops all",
+            f"(demo: /demo/, admin: /admin/); Ctrl-C stops all, SIGHUP (make restart) restarts the workers",
             flush=True,
         )
-        why = supervisor.watch()
+        why = supervisor.watch(workers)
     print(f"serve: stopping ({why})", flush=True)
     supervisor.stop()
+    pid_file.unlink(missing_ok=True)
     print("serve: stopped", flush=True)
     return 0 if supervisor.stopping else 1
 

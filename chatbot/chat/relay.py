@@ -29,6 +29,7 @@ from typing import Any
 
 from channels.db import aclose_old_connections
 
+from chatbot.channel_layer import ChannelLayerUnavailable
 from chatbot.chat import events, frames
 from chatbot.chat.tabs import Tabs
 from chatbot.models import Conversation, Message
@@ -185,7 +186,7 @@ async def relay(
                 yield Relayed(out.own, event)
                 await others.send(out.others)
                 for item in out.for_agents:
-                    await events.visitor_message(tabs.layer, conversation_id, item)
+                    await _to_agents(tabs, conversation_id, item)
     except (asyncio.CancelledError, GeneratorExit):
         # The sender left mid-reply: it was kept as far as it went (partial), and the other
         # tabs must not wait for an end that would never come.
@@ -205,6 +206,18 @@ async def relay(
         yield Relayed(own, None)
     finally:
         await aclose_old_connections()  # the pipeline's database connection, released per reply
+
+
+async def _to_agents(tabs: Tabs, conversation_id: int, item: Frame) -> None:
+    """The visitor's message, live to the agents who have the conversation: stored already,
+    so Redis staying away past its limit costs them only the live copy (logged), never the
+    visitor's reply."""
+    try:
+        await events.visitor_message(tabs.layer, conversation_id, item)
+    except ChannelLayerUnavailable as err:
+        log.warning(
+            "conversation %s: message %s not relayed to the agents (%s)", conversation_id, item["id"], err
+        )
 
 
 def cut_off(started: Started, texts: list[str], status: str) -> Frame:

@@ -84,14 +84,18 @@
       if (event.code >= 4000 && event.code < 5000) {
         stopped = true;
         status(`Disconnected (${event.reason || event.code}). Reload the page to try again.`, true);
-      } else reconnectLater();
+      } else if (event.code === 1012) reconnectLater(50 + Math.random() * 450);
+      else reconnectLater();
     };
   };
 
-  const reconnectLater = () => {
+  // `soon` (1012: this server process is restarting, another one answers now) retries after
+  // that many ms without growing the backoff, as the widget does.
+  const reconnectLater = (soon) => {
     status('Connection lost. Reconnecting...', true);
-    delay = delay ? Math.min(10000, delay * (1.3 + Math.random() * 0.7)) : 700 + Math.random() * 600;
-    retryTimer = setTimeout(connect, delay);
+    if (soon === undefined)
+      delay = delay ? Math.min(10000, delay * (1.3 + Math.random() * 0.7)) : 700 + Math.random() * 600;
+    retryTimer = setTimeout(connect, soon === undefined ? delay : soon);
   };
   const reconnectNow = () => ws || stopped || connect();
   window.addEventListener('online', reconnectNow);

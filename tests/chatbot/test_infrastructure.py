@@ -37,7 +37,7 @@ async def test_the_channel_layer_delivers_a_group_message() -> None:
     await layer.group_send(group, {"type": "chat.message", "text": "hi"})
     assert await layer.receive(channel) == {"type": "chat.message", "text": "hi"}
     await layer.group_discard(group, channel)
-    expected = "RedisChannelLayer" if os.environ.get("REDIS_URL") else "InMemoryChannelLayer"
+    expected = "ResilientRedisChannelLayer" if os.environ.get("REDIS_URL") else "InMemoryChannelLayer"
     assert type(layer).__name__ == expected
 
 

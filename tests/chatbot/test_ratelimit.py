@@ -123,3 +123,18 @@ async def test_atake_leaves_the_event_loop_only_for_a_cache_over_the_network(
     monkeypatch.setattr(ratelimit, "take", spy)
     assert await ratelimit.atake([Bucket(key, (1, 60.0))]) == 0.0
     assert (threads == [threading.get_ident()]) is on_the_loop
+
+
+def test_it_lets_messages_through_while_the_cache_is_unreachable(
+    clock: Clock, key: str, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A Redis cache where nothing listens (Redis restarting): the limits fail open, logged.
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+        }
+    }
+    bucket = Bucket(key, (1, 60.0))
+    assert [take([bucket], now=clock) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert "rate limits not applied: the cache is unreachable" in caplog.text

@@ -5,11 +5,13 @@ conversation through nginx; SIGTERM stops every process it started."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +25,8 @@ from tests.deploy.serving import SERVE, Served, alive, converse, demo_key, desce
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     with postgres_database() as database:
-        run = Served(run_dir=tmp_path / "serve", database_url=database)
+        # Hashed static names as in production (DEBUG=0 turns them on by itself).
+        run = Served(run_dir=tmp_path / "serve", database_url=database, env={"STATIC_HASHED": "1"})
         try:
             yield run
         finally:
@@ -36,11 +39,25 @@ async def test_two_workers_behind_nginx_serve_the_demo_and_stop_together(served:
     key = demo_key(page)
     script = re.search(r'<script src="([^"]+)" data-bot=', page).group(1)
 
-    # The widget comes from nginx itself, with the lifetime its config gives static files.
+    # The widget comes from nginx itself, under the stable URL companies embed, revalidated
+    # on each use: unchanged, a 304 and no body.
+    assert script == "/static/chatbot/widget.js"
     status, headers, body = await asyncio.to_thread(get, served.url + script)
     assert status == 200 and "WebSocket" in body
-    assert headers["server"].startswith("nginx") and "expires" in headers
-    assert "max-age=3600" in headers["cache-control"]
+    assert headers["server"].startswith("nginx") and headers["cache-control"] == "no-cache"
+    assert headers["x-content-type-options"] == "nosniff"
+    with pytest.raises(urllib.error.HTTPError) as unchanged:
+        await asyncio.to_thread(get, served.url + script, {"If-None-Match": headers["etag"]})
+    assert unchanged.value.code == 304
+
+    # Files under hashed names, which browsers keep a year. (Pages link them with DEBUG=0;
+    # under DEBUG, as here, Django links the plain names, so the manifest says which.)
+    manifest = json.loads((live.ROOT / "staticfiles" / "staticfiles.json").read_text())
+    hashed = manifest["paths"]["demo/shop.css"]
+    assert re.fullmatch(r"demo/shop\.[0-9a-f]{12}\.css", hashed), hashed
+    status, headers, body = await asyncio.to_thread(get, f"{served.url}/static/{hashed}")
+    assert status == 200 and body and headers["server"].startswith("nginx")
+    assert headers["cache-control"] == "public, max-age=31536000, immutable"
 
     frames = await converse(served.ws_url(key), served.url)
     assert [f["type"] for f in frames[:2]] == ["ack", "reply.start"]

@@ -1,0 +1,64 @@
+"""deploy/serve.py's supervisor, without nginx: a worker that dies is started again on its
+socket, up to CRASH_LIMIT deaths within CRASH_WINDOW; any other child's exit stops all."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deploy import serve
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+
+@pytest.fixture
+def supervisor() -> Iterator[serve.Supervisor]:
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    made = serve.Supervisor(stop_seconds=5)
+    yield made
+    for _, process in made.children:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+
+
+def test_a_dead_worker_is_started_again_on_its_socket(supervisor: serve.Supervisor, tmp_path: Path) -> None:
+    socket_file = tmp_path / "worker-1.sock"
+    workers = [("worker 1", SLEEPER, socket_file)]
+    first = supervisor.start("worker 1", SLEEPER)
+    assert supervisor.revive(workers) is None  # alive: nothing to do
+    socket_file.write_text("")  # what a killed worker leaves behind
+    first.kill()
+    first.wait()
+
+    assert supervisor.revive(workers) is None
+    ((name, second),) = supervisor.children
+    assert name == "worker 1" and second.pid != first.pid and second.poll() is None
+    assert not socket_file.exists()
+
+
+def test_a_worker_dying_again_and_again_stops_everything(
+    supervisor: serve.Supervisor, tmp_path: Path
+) -> None:
+    workers = [("worker 1", SLEEPER, tmp_path / "worker-1.sock")]
+    supervisor.start("worker 1", SLEEPER)
+    reasons = []
+    for _ in range(serve.CRASH_LIMIT):
+        ((_, process),) = supervisor.children
+        process.kill()
+        process.wait()
+        reasons.append(supervisor.revive(workers))
+    assert reasons[:-1] == [None] * (serve.CRASH_LIMIT - 1)
+    assert reasons[-1] and f"{serve.CRASH_LIMIT} times within" in reasons[-1]
+
+
+def test_nginx_exiting_stops_everything(supervisor: serve.Supervisor, tmp_path: Path) -> None:
+    nginx = supervisor.start("nginx", [sys.executable, "-c", "raise SystemExit(4)"])
+    nginx.wait()
+    assert supervisor.revive([("worker 1", SLEEPER, tmp_path / "w.sock")]) == "nginx exited with status 4"
