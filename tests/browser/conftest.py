@@ -130,14 +130,15 @@ class LiveServer:
 class FakeLLM:
     """The fake LLM provider (devtools/fake_llm/server.py) as a separate process."""
 
-    def __init__(self) -> None:
+    def __init__(self, args: list[str] | None = None, log_name: str = "fake-llm.log") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         ARTIFACTS.mkdir(exist_ok=True)
-        self.log = ARTIFACTS / "fake-llm.log"
+        self.log = ARTIFACTS / log_name
+        options = FAKE_LLM_DEFAULTS if args is None else args
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "manage.py", "fake_llm", "--port", str(self.port), *FAKE_LLM_DEFAULTS],
+                [sys.executable, "manage.py", "fake_llm", "--port", str(self.port), *options],
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,

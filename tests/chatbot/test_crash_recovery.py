@@ -56,31 +56,11 @@ def manage(*args: str, env: dict[str, str]) -> str:
 @pytest.fixture
 def fake_llm() -> Iterator[str]:
     """The fake provider as its own process, every reply TOKENS deltas DELAY_MS apart."""
-    port = live.free_port()
-    log = live.ARTIFACTS / "fake-llm-crash.log"
-    live.ARTIFACTS.mkdir(exist_ok=True)
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "manage.py",
-                "fake_llm",
-                "--port",
-                str(port),
-                "--tokens",
-                str(TOKENS),
-                "--delay-ms",
-                str(DELAY_MS),
-            ],
-            cwd=live.ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    fake = live.FakeLLM(["--tokens", str(TOKENS), "--delay-ms", str(DELAY_MS)], log_name="fake-llm-crash.log")
     try:
-        live.wait_until_up(process, f"http://127.0.0.1:{port}/health", log, "fake_llm")
-        yield f"http://127.0.0.1:{port}/v1"
+        yield fake.url + "/v1"
     finally:
-        live.stop_process(process)
+        live.stop_process(fake.process)
 
 
 @pytest_asyncio.fixture

@@ -14,7 +14,6 @@ import random
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,28 +44,13 @@ class Site:
 @pytest.fixture(scope="module")
 def fake_llm() -> Iterator[str]:
     """The fake provider as a process of its own, every reply TOKENS deltas DELAY_MS apart."""
-    port = live.free_port()
-    log = live.ARTIFACTS / "fake-llm-rolling.log"
-    live.ARTIFACTS.mkdir(exist_ok=True)
-    argv = [
-        "manage.py",
-        "fake_llm",
-        "--port",
-        str(port),
-        "--tokens",
-        str(TOKENS),
-        "--delay-ms",
-        str(DELAY_MS),
-    ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, *argv], cwd=live.ROOT, stdout=out, stderr=subprocess.STDOUT
-        )
+    fake = live.FakeLLM(
+        ["--tokens", str(TOKENS), "--delay-ms", str(DELAY_MS)], log_name="fake-llm-rolling.log"
+    )
     try:
-        live.wait_until_up(process, f"http://127.0.0.1:{port}/health", log, "fake_llm")
-        yield f"http://127.0.0.1:{port}/v1"
+        yield fake.url + "/v1"
     finally:
-        live.stop_process(process)
+        live.stop_process(fake.process)
 
 
 @pytest.fixture(scope="module")
