@@ -8,9 +8,10 @@ answers /readyz, then starts nginx, and writes its own pid to serve.pid in the r
 
 Ctrl-C or SIGTERM stops everything: the workers first (each drains: replies in progress
 finish, up to SHUTDOWN_GRACE_SECONDS, websockets close with 1012), then nginx. SIGHUP
-(`make restart`) restarts the workers one at a time: each is drained and, once it has
-exited, a new one starts on its socket; the next waits until that one answers /readyz, so
-the others take the visitors meanwhile. A worker that dies (a crash, the OOM killer) is
+(`make restart`) restarts the workers one at a time: a new one starts on the slot's other
+socket, and once it answers /readyz nginx is reloaded to send new connections to it, and the
+old one is drained (its visitors reconnect, to the new one among others): capacity never
+drops, even with one worker. A worker that dies (a crash, the OOM killer) is
 started again on its socket, as systemd's Restart=always would, while the others serve; one
 that dies CRASH_LIMIT times within CRASH_WINDOW seconds, or nginx exiting, stops everything
 and this exits 1.
@@ -32,6 +33,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -41,6 +44,7 @@ NGINX = os.environ.get("NGINX", "/usr/sbin/nginx")
 WORKER = Path(__file__).resolve().with_name("worker.py")
 STOP_MARGIN = 15  # seconds past a worker's grace (its replies) for its exit, before SIGKILL
 READY_SECONDS = 120  # a worker's start, its embedding model included
+RELOAD_SECONDS = 5.0  # nginx starting its new workers after a reload
 CRASH_LIMIT = 3  # a worker's deaths within CRASH_WINDOW seconds before giving up
 CRASH_WINDOW = 60.0
 
@@ -132,6 +136,45 @@ def ready(path: Path) -> bool:
     return readyz == 200 or (readyz == 404 and status(path, "/healthz") == 200)
 
 
+@dataclass
+class Slot:
+    """One worker's place: its name and the unix socket its process listens on now. A slot
+    has two sockets (``daphne-1a.sock``, ``daphne-1b.sock``): a replacement starts on the
+    other one while the old process still serves."""
+
+    name: str
+    path: Path
+
+    def argv(self, path: Path) -> list[str]:
+        return [sys.executable, str(WORKER), "-u", str(path), "--proxy-headers"]
+
+    def twin(self) -> Path:
+        stem = self.path.name.removesuffix(".sock")
+        return self.path.with_name(stem[:-1] + ("b" if stem.endswith("a") else "a") + ".sock")
+
+
+def nginx_workers(master: int) -> set[int]:
+    """nginx's worker processes (the master's children), from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == master:
+                    found.add(int(entry.name))
+    return found
+
+
+def nginx_reload(nginx: subprocess.Popen[bytes]) -> None:
+    """SIGHUP to nginx's master (config read again, new workers, the old ones finish their
+    connections and exit); returns once its new workers run, at most RELOAD_SECONDS."""
+    before = nginx_workers(nginx.pid)
+    nginx.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + RELOAD_SECONDS
+    while time.monotonic() < deadline and not (nginx_workers(nginx.pid) - before):
+        time.sleep(0.05)
+    time.sleep(0.2)  # the old workers close their listening sockets on the master's signal
+
+
 class Supervisor:
     def __init__(self, *, stop_seconds: float) -> None:
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -175,28 +218,29 @@ class Supervisor:
             time.sleep(0.2)
         return None
 
-    def watch(self, workers: list[tuple[str, list[str], Path]]) -> str:
+    def watch(self, slots: list[Slot], reroute: Callable[[], None]) -> str:
         """Until a signal or a child's exit says stop (why); SIGHUP restarts the workers."""
         while True:
             if self.restart_asked and not self.stopping:
                 self.restart_asked = False
-                if why := self.rolling_restart(workers):
+                if why := self.rolling_restart(slots, reroute):
                     return why
             if self.stopping:
                 return f"{self.stopping} received"
-            if why := self.revive(workers):
+            if why := self.revive(slots):
                 return why
             time.sleep(0.2)
 
-    def revive(self, workers: list[tuple[str, list[str], Path]]) -> str | None:
-        """A worker that exited on its own is started again (nginx sends it nobody until it
-        listens, once its model is loaded); None, or why everything must stop."""
-        argv_of = {name: (argv, path) for name, argv, path in workers}
+    def revive(self, slots: list[Slot]) -> str | None:
+        """A worker that exited on its own is started again on its socket (nginx sends it
+        nobody until it listens, once its model is loaded); None, or why everything must stop."""
+        by_name = {slot.name: slot for slot in slots}
         for name, process in list(self.children):
             if process.poll() is None:
                 continue
             why = f"{name} exited with status {process.returncode}"
-            if name not in argv_of:
+            slot = by_name.get(name)
+            if slot is None:
                 return why
             now = time.monotonic()
             deaths = [t for t in self.deaths.get(name, []) if now - t < CRASH_WINDOW] + [now]
@@ -205,26 +249,38 @@ class Supervisor:
                 return f"{why}, {len(deaths)} times within {CRASH_WINDOW:g} s"
             print(f"serve: {why}; starting it again", flush=True)
             self.children.remove((name, process))
-            argv, path = argv_of[name]
-            path.unlink(missing_ok=True)  # a killed worker leaves its socket file
-            self.start(name, argv)
+            slot.path.unlink(missing_ok=True)  # a killed worker leaves its socket file
+            self.start(name, slot.argv(slot.path))
         return None
 
-    def rolling_restart(self, workers: list[tuple[str, list[str], Path]]) -> str | None:
-        """Each worker in turn: drained (SIGTERM) until it exits, a new one started on its
-        socket, ready before the next. None when done, else why it could not go on."""
+    def rolling_restart(self, slots: list[Slot], reroute: Callable[[], None]) -> str | None:
+        """Each worker in turn: a new one started on the slot's other socket and ready, nginx
+        rerouted to it (``reroute``: new connections go there), then the old one drained
+        (SIGTERM: its replies finish, its websockets close with 1012 and reconnect, to the
+        new one among others). Capacity never drops, even with one worker. None when done
+        (or given up with the old worker still serving), else why everything must stop."""
         started = time.monotonic()
-        print(f"serve: rolling restart of {len(workers)} worker(s)", flush=True)
-        for name, argv, path in workers:
-            old = next(p for n, p in self.children if n == name)
-            self.children.remove((name, old))  # its exit is asked for, not a failure
+        print(f"serve: rolling restart of {len(slots)} worker(s)", flush=True)
+        for slot in slots:
+            old = next(p for n, p in self.children if n == slot.name and p.poll() is None)
+            path = slot.twin()
+            path.unlink(missing_ok=True)  # left by a worker that had to be killed
+            new = self.start(slot.name, slot.argv(path))
+            if why := self.wait_ready([path]):
+                if self.stopping:
+                    return f"{self.stopping} received during the rolling restart"
+                self.children.remove((slot.name, new))
+                self.terminate([new])
+                print(
+                    f"serve: rolling restart stopped: {slot.name}: {why}; the old one serves on", flush=True
+                )
+                return None
+            slot.path = path
+            reroute()
+            self.children.remove((slot.name, old))  # its exit is asked for, not a failure
             self.terminate([old])
             if self.stopping:
                 return f"{self.stopping} received during the rolling restart"
-            path.unlink(missing_ok=True)  # a worker that had to be killed leaves its socket
-            self.start(name, argv)
-            if why := self.wait_ready([path]):
-                return f"rolling restart: {name}: {why}"
         print(f"serve: rolling restart done in {time.monotonic() - started:.1f} s", flush=True)
         return None
 
@@ -273,41 +329,46 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = args.run_dir.resolve()
     for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (run_dir / "tmp" / sub).mkdir(parents=True, exist_ok=True)
-    sockets = [run_dir / f"daphne-{n}.sock" for n in range(1, args.workers + 1)]
-    for path in sockets:
-        path.unlink(missing_ok=True)  # left by a run that was killed
+    slots = [Slot(f"worker {n}", run_dir / f"daphne-{n}a.sock") for n in range(1, args.workers + 1)]
+    for slot in slots:
+        slot.path.unlink(missing_ok=True)  # left by a run that was killed
+        slot.twin().unlink(missing_ok=True)
     config = run_dir / "nginx.conf"
-    config.write_text(
-        nginx_config(
-            run_dir=run_dir,
-            host=args.host,
-            port=args.port,
-            sockets=sockets,
-            static_url=settings.STATIC_URL,
-            static_root=Path(settings.STATIC_ROOT),
-        )
-    )
 
+    def configure() -> None:
+        config.write_text(
+            nginx_config(
+                run_dir=run_dir,
+                host=args.host,
+                port=args.port,
+                sockets=[slot.path for slot in slots],
+                static_url=settings.STATIC_URL,
+                static_root=Path(settings.STATIC_ROOT),
+            )
+        )
+
+    configure()
     supervisor = Supervisor(stop_seconds=settings.SHUTDOWN_GRACE_SECONDS + STOP_MARGIN)
     pid_file = run_dir / "serve.pid"
     pid_file.write_text(f"{os.getpid()}\n")
-    workers = [
-        (f"worker {n}", [sys.executable, str(WORKER), "-u", str(path), "--proxy-headers"], path)
-        for n, path in enumerate(sockets, 1)
-    ]
-    for name, argv, _ in workers:
-        supervisor.start(name, argv)
-    why = supervisor.wait_ready(sockets)
+    for slot in slots:
+        supervisor.start(slot.name, slot.argv(slot.path))
+    why = supervisor.wait_ready([slot.path for slot in slots])
     if why is None:
-        supervisor.start(
+        nginx = supervisor.start(
             "nginx", [NGINX, "-p", f"{run_dir}/", "-c", str(config), "-e", "stderr", "-g", "daemon off;"]
         )
+
+        def reroute() -> None:
+            configure()
+            nginx_reload(nginx)
+
         print(
             f"serve: http://{args.host}:{args.port}/ via nginx, {args.workers} worker(s) "
             f"(demo: /demo/, admin: /admin/); Ctrl-C stops all, SIGHUP (make restart) restarts the workers",
             flush=True,
         )
-        why = supervisor.watch(workers)
+        why = supervisor.watch(slots, reroute)
     print(f"serve: stopping ({why})", flush=True)
     supervisor.stop()
     pid_file.unlink(missing_ok=True)

@@ -15,6 +15,11 @@ from deploy import serve
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 
 
+class SleepingSlot(serve.Slot):
+    def argv(self, path: Path) -> list[str]:
+        return SLEEPER
+
+
 @pytest.fixture
 def supervisor() -> Iterator[serve.Supervisor]:
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
@@ -30,7 +35,7 @@ def supervisor() -> Iterator[serve.Supervisor]:
 
 def test_a_dead_worker_is_started_again_on_its_socket(supervisor: serve.Supervisor, tmp_path: Path) -> None:
     socket_file = tmp_path / "worker-1.sock"
-    workers = [("worker 1", SLEEPER, socket_file)]
+    workers = [SleepingSlot("worker 1", socket_file)]
     first = supervisor.start("worker 1", SLEEPER)
     assert supervisor.revive(workers) is None  # alive: nothing to do
     socket_file.write_text("")  # what a killed worker leaves behind
@@ -46,7 +51,7 @@ def test_a_dead_worker_is_started_again_on_its_socket(supervisor: serve.Supervis
 def test_a_worker_dying_again_and_again_stops_everything(
     supervisor: serve.Supervisor, tmp_path: Path
 ) -> None:
-    workers = [("worker 1", SLEEPER, tmp_path / "worker-1.sock")]
+    workers = [SleepingSlot("worker 1", tmp_path / "worker-1.sock")]
     supervisor.start("worker 1", SLEEPER)
     reasons = []
     for _ in range(serve.CRASH_LIMIT):
@@ -61,4 +66,12 @@ def test_a_worker_dying_again_and_again_stops_everything(
 def test_nginx_exiting_stops_everything(supervisor: serve.Supervisor, tmp_path: Path) -> None:
     nginx = supervisor.start("nginx", [sys.executable, "-c", "raise SystemExit(4)"])
     nginx.wait()
-    assert supervisor.revive([("worker 1", SLEEPER, tmp_path / "w.sock")]) == "nginx exited with status 4"
+    assert supervisor.revive([SleepingSlot("worker 1", tmp_path / "w.sock")]) == "nginx exited with status 4"
+
+
+def test_a_slot_alternates_between_its_two_sockets(tmp_path: Path) -> None:
+    slot = serve.Slot("worker 3", tmp_path / "daphne-3a.sock")
+    assert slot.twin() == tmp_path / "daphne-3b.sock"
+    slot.path = slot.twin()
+    assert slot.twin() == tmp_path / "daphne-3a.sock"
+    assert slot.argv(slot.path)[-3:] == ["-u", str(tmp_path / "daphne-3b.sock"), "--proxy-headers"]
