@@ -26,6 +26,7 @@ from agents.frames import Act, AgentHello, Open, Reply
 from chatbot import closecodes, draining
 from chatbot.chat import access, events, frames
 from chatbot.chat.frames import FrameError
+from chatbot.db_outage import database_unreachable
 from chatbot.replying import Matcher, kb_match
 from knowledge import matching
 
@@ -225,7 +226,14 @@ class AgentConsumer(AsyncWebsocketConsumer):
         """Something changed in a queue this agent sees: their lists, recomputed."""
         if not self.ready or self.agent is None:
             return
-        queue, mine = await database_sync_to_async(live.agent_lists)(agent=self.agent)
+        try:
+            queue, mine = await database_sync_to_async(live.agent_lists)(agent=self.agent)
+        except Exception as err:  # raised in a channel-layer handler it would end the socket (1011)
+            if database_unreachable(err):  # the next change in the queue brings the lists again
+                log.warning("agent %s: queue not updated, database unreachable (%s)", self.agent.pk, err)
+            else:
+                await self.failed(err, None)
+            return
         for conversation in mine:
             await self.join(events.agents_conversation_group(conversation.pk))
         await self.send_frame(agent_frames.lists_frame("queue.update", queue, mine))

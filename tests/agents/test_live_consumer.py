@@ -513,3 +513,30 @@ async def test_the_real_application_signs_agents_in_by_their_session_cookie(sett
     anonymous = agent_communicator(None, app=app)
     await anonymous.connect(timeout=WAIT)
     assert await closed_with(anonymous) == closecodes.AGENT_FORBIDDEN
+
+
+async def test_a_queue_change_while_the_database_is_away_leaves_the_console_open(monkeypatch: Any) -> None:
+    from django.db import OperationalError
+
+    from agents import live
+
+    bot = await db(make_bot, name="Shop")
+    ann = await db(make_user, "ann", staff=True)
+    lists = live.agent_lists
+    async with AsyncExitStack() as stack:
+        console = await stack.enter_async_context(agent_socket(ann))
+        first = await stack.enter_async_context(connected(bot))
+        second = await stack.enter_async_context(connected(bot))
+        one = (await hello(first))["conversation"]
+        two = (await hello(second))["conversation"]
+
+        def unreachable(**kwargs: Any) -> Any:
+            raise OperationalError("connection refused")
+
+        monkeypatch.setattr(live, "agent_lists", unreachable)
+        await ask_for_person(first)  # its queue update fails: nothing sent, the socket stays
+        await silent(console)
+        monkeypatch.setattr(live, "agent_lists", lists)  # the database is back
+        await ask_for_person(second)
+        update = await recv(console)
+        assert update["type"] == "queue.update" and [c["id"] for c in update["queue"]] == [one, two]
