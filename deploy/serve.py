@@ -108,8 +108,8 @@ def spawn(argv: list[str]) -> subprocess.Popen[bytes]:
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path) -> None:
-        super().__init__("localhost", timeout=2)
+    def __init__(self, path: Path, timeout: float = 2) -> None:
+        super().__init__("localhost", timeout=timeout)
         self.path = path
 
     def connect(self) -> None:

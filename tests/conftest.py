@@ -2,13 +2,17 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.conf import settings
 
 from chatbot.runtime import Runtime, install
+
+if TYPE_CHECKING:
+    from tests.deploy.private_servers import PrivateRedis
 
 # Fixtures shared across folders: the fake LLM server and knowledge-base stand-in, chat.
 pytest_plugins = ["tests.fixtures.llm", "tests.fixtures.chat"]
@@ -98,3 +102,16 @@ def no_background_calibration(request: pytest.FixtureRequest) -> Any:
         from knowledge.calibration_services import runner
 
         runner().wait(30)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A redis-server of the test's own on a free port, stopped after it (fault tests)."""
+    from tests.deploy.private_servers import PrivateRedis  # it imports this module
+
+    server = PrivateRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

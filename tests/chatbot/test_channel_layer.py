@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,16 +19,6 @@ from tests.deploy.private_servers import REDIS_SERVER, PrivateRedis, wait_until
 pytestmark = pytest.mark.skipif(not os.access(REDIS_SERVER, os.X_OK), reason=f"no {REDIS_SERVER}")
 
 WAIT = 10  # seconds for one message
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def layer_on(server: PrivateRedis) -> ResilientRedisChannelLayer:

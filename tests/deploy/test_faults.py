@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import tempfile
 import urllib.error
 import urllib.parse
@@ -26,6 +25,7 @@ import psycopg
 import pytest
 import websockets
 
+from deploy import serve
 from tests.deploy.conftest import serve_missing_reason
 from tests.deploy.private_servers import PG_BIN, PrivatePostgres, PrivateRedis, wait_until
 from tests.deploy.serving import WAIT, Served, demo_key, get, postgres_database
@@ -33,16 +33,6 @@ from tests.deploy.serving import WAIT, Served, demo_key, get, postgres_database
 QUESTION = "How can I track my order?"  # in the demo's knowledge base
 
 needs_serve = pytest.mark.skipif(serve_missing_reason() is not None, reason=str(serve_missing_reason()))
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    redis = PrivateRedis(tmp_path)
-    redis.start()
-    try:
-        yield redis
-    finally:
-        redis.stop()
 
 
 @pytest.fixture
@@ -94,19 +84,8 @@ def workers(served: Served) -> dict[Path, int]:
     return found
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path) -> None:
-        super().__init__("localhost", timeout=10)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(str(self.path))
-
-
 def worker_get(path: Path, url: str) -> tuple[int, str]:
-    connection = UnixHTTPConnection(path)
+    connection = serve.UnixHTTPConnection(path, timeout=10)
     try:
         connection.request("GET", url)
         response = connection.getresponse()
