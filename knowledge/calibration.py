@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from knowledge.confidence import FEATURES, MARGIN_CLIP, Calibrator, fit
+from knowledge.confidence import ENTRY_FEATURES, FEATURES, MARGIN_CLIP, Calibrator, fit
 from knowledge.lexical import is_cjk, plain_text
 from knowledge.ranking import ABSENT, PHRASING_WEIGHT, Ranker
 
@@ -152,14 +152,14 @@ class _Samples:
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if not self.features:
-            return np.zeros((0, len(FEATURES)), np.float32), np.zeros(0), np.zeros(0, bool)
+            return np.zeros((0, len(ENTRY_FEATURES)), np.float32), np.zeros(0), np.zeros(0, bool)
         return np.vstack(self.features), np.concatenate(self.labels), np.concatenate(self.top3)
 
 
 def _top_features(
-    best: np.ndarray, whole: np.ndarray, lexical: np.ndarray, unknown: np.ndarray
+    best: np.ndarray, whole: np.ndarray, lexical: np.ndarray, unknown: np.ndarray, answer: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per row (query): the best entry, and its FEATURES row, as ``entry_features`` has it."""
+    """Per row (query): the best entry, and its ENTRY_FEATURES row, as ``entry_features`` has it."""
     score = PHRASING_WEIGHT * best + (1 - PHRASING_WEIGHT) * whole
     order = np.argsort(-score, axis=1)[:, :3]
     rows = np.arange(len(score))
@@ -172,9 +172,23 @@ def _top_features(
             np.clip(margin, -MARGIN_CLIP, MARGIN_CLIP),
             lexical[rows, top],
             unknown,
+            *_answer_columns(answer, top),
         ]
     ).astype(np.float32)
     return order, features
+
+
+def _answer_columns(answer: np.ndarray | None, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the answer cosine of entry ``top`` and its margin over the best other entry's."""
+    if answer is None:
+        zeros = np.zeros(len(top), dtype=np.float32)
+        return zeros, zeros
+    rows = np.arange(len(top))
+    own = answer[rows, top]
+    others = answer.copy()
+    others[rows, top] = -np.inf
+    other = others.max(axis=1) if answer.shape[1] > 1 else np.zeros(len(top), dtype=np.float32)
+    return own, np.clip(own - other, -MARGIN_CLIP, MARGIN_CLIP)
 
 
 def leave_out(
@@ -202,6 +216,7 @@ def leave_out(
         # with a lexical weight of 0 must not give NaN.)
         phrasing[local, chunk] = ABSENT
         centroid = queries @ centroids.T
+        answer = ranker.answer_similarity(ranker.plain.matrix[chunk])
         # The own entry's centroid without the query: (q.S - 1) / |S - q|.
         q_dot_sum = (queries.astype(np.float64) * sums[own]).sum(axis=1)
         rest = np.sqrt(np.maximum(norms[own] ** 2 - 2 * q_dot_sum + 1, 1e-12))
@@ -213,10 +228,16 @@ def leave_out(
         if ranker.bilingual:  # each query against the entries in its own script, as live
             other = ranker.entry_cjk[None, :] != ranker.entry_cjk[own][:, None]
             best[other] = whole[other] = ABSENT
+            if answer is not None:
+                answer[other] = ABSENT
         keep = counts[own] > 1
         if keep.any():
             order, features = _top_features(
-                best[keep], whole[keep], lexical_best[keep], unknowns[chunk][keep]
+                best[keep],
+                whole[keep],
+                lexical_best[keep],
+                unknowns[chunk][keep],
+                None if answer is None else answer[keep],
             )
             right = order[:, 0] == own[keep]
             in_scope.add(features, right, (order == own[keep][:, None]).any(axis=1))
@@ -224,9 +245,17 @@ def leave_out(
             for source, guessed, row in wrong:
                 confused.setdefault((int(source), int(guessed)), []).append(int(row))
         best[local, own] = whole[local, own] = ABSENT  # now without the whole entry
+        if answer is not None:
+            answer[local, own] = ABSENT
         left = (best > ABSENT / 2).any(axis=1)  # some entry is left to be taken for it
         if left.any():
-            _, features = _top_features(best[left], whole[left], lexical_best[left], unknowns[chunk][left])
+            _, features = _top_features(
+                best[left],
+                whole[left],
+                lexical_best[left],
+                unknowns[chunk][left],
+                None if answer is None else answer[left],
+            )
             not_answered.add(features, np.zeros(int(left.sum())))
     return in_scope, not_answered, confused
 
@@ -458,6 +487,10 @@ def calibrate(
     weights = _weights(
         [(len(g.features), g.share * (IN_SCOPE_SHARE if g.in_scope else 1 - IN_SCOPE_SHARE)) for g in groups]
     )
+    # The answer signal only where every in-scope sample has it: the shipped paraphrases
+    # join as entries without answers.
+    uses_answers = ranker.answer_matrix is not None and not len(para.features)
+    x = x[:, : len(ENTRY_FEATURES) if uses_answers else len(FEATURES)]
     calibrator = fit(x, right, weights)
     probability = calibrator.probability(x)
     answer = choose_threshold(probability, right, is_in, weights, target)

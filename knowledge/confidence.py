@@ -25,6 +25,15 @@ import numpy as np
 # - lexical: the share of the query's words found in the entry's best phrasing (BM25);
 # - unknown: the share of the query the embedding model can't read.
 FEATURES = ("best", "whole", "margin", "lexical", "unknown")
+# Entries have two more, from the entry's answer (encoded as a passage):
+# - answer: the cosine between the query and the entry's answer;
+# - answer_margin: that cosine minus the best other entry's answer cosine.
+# A visitor's wording may be far from every stored phrasing yet close to what the answer
+# says ("how long is the return window?" / "You can return most items within 30 days"),
+# and a question that only looks like a sibling entry's phrasings is usually answered
+# better by some other answer than by that sibling's. Both are 0 for a knowledge base
+# without answer vectors. Passages (knowledge.docs) use FEATURES alone.
+ENTRY_FEATURES = (*FEATURES, "answer", "answer_margin")
 MARGIN_CLIP = 0.3
 RIDGE = 1e-2  # L2 penalty on standardised coefficients: keeps a small fit from overreaching
 NEWTON_STEPS = 50
@@ -37,9 +46,11 @@ def entry_features(
     lexical: np.ndarray,
     unknown: float,
     rows: np.ndarray,
+    answer: np.ndarray | None = None,
 ) -> np.ndarray:
-    """One row of ``FEATURES`` for each entry in ``rows`` of one query (the arrays are
-    indexed by entry; the margin is against the best of all the other entries)."""
+    """One row of ``ENTRY_FEATURES`` for each entry in ``rows`` of one query (the arrays are
+    indexed by entry; the margins are against the best of all the other entries; ``answer``
+    None: the knowledge base has no answer vectors, its columns are 0)."""
     n = len(score)
     if n > 1:
         top_two = np.partition(score, n - 2)[n - 2 :]
@@ -49,25 +60,49 @@ def entry_features(
         other_best = np.zeros(len(rows), dtype=np.float32)
     margin = np.clip(score[rows] - other_best, -MARGIN_CLIP, MARGIN_CLIP)
     flags = np.full(len(rows), unknown, dtype=np.float32)
-    return np.column_stack([best[rows], whole[rows], margin, lexical[rows], flags]).astype(np.float32)
+    own, answer_margin = answer_parts(answer, rows)
+    columns = [best[rows], whole[rows], margin, lexical[rows], flags, own, answer_margin]
+    return np.column_stack(columns).astype(np.float32)
+
+
+def answer_parts(answer: np.ndarray | None, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The answer cosine of the entries ``rows`` and its margin over the best other entry's
+    (``answer``: one cosine per entry, or None: zeros)."""
+    if answer is None:
+        zeros = np.zeros(len(rows), dtype=np.float32)
+        return zeros, zeros
+    n = len(answer)
+    if n > 1:
+        second, first = np.partition(answer, n - 2)[n - 2 :]
+        other = np.where(answer[rows] >= first, second, first)
+    else:
+        other = np.zeros(len(rows), dtype=np.float32)
+    return answer[rows], np.clip(answer[rows] - other, -MARGIN_CLIP, MARGIN_CLIP)
 
 
 @dataclass(frozen=True)
 class Calibrator:
-    """``p = sigmoid(intercept + coef . (x - mean) / scale)`` over ``FEATURES``."""
+    """``p = sigmoid(intercept + coef . (x - mean) / scale)`` over the first ``len(coef)``
+    columns of ``ENTRY_FEATURES``: ``FEATURES``, or all of them (with the answer)."""
 
     coef: tuple[float, ...]
     intercept: float
     mean: tuple[float, ...]
     scale: tuple[float, ...]
 
+    @property
+    def features(self) -> tuple[str, ...]:
+        return ENTRY_FEATURES[: len(self.coef)]
+
     def probability(self, features: np.ndarray) -> np.ndarray:
-        z = (np.asarray(features, dtype=np.float64) - self.mean) / self.scale
+        """For rows of at least ``self.features``' columns (further ones are not read)."""
+        x = np.asarray(features, dtype=np.float64)[..., : len(self.coef)]
+        z = (x - self.mean) / self.scale
         return _sigmoid(z @ np.asarray(self.coef) + self.intercept)
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "features": list(FEATURES),
+            "features": list(self.features),
             "coef": list(self.coef),
             "intercept": self.intercept,
             "mean": list(self.mean),
@@ -77,7 +112,8 @@ class Calibrator:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibrator | None:
         """None when ``data`` was fitted on other features (an older version)."""
-        if not data or list(data.get("features", [])) != list(FEATURES):
+        names = list(data.get("features", [])) if data else []
+        if names not in (list(FEATURES), list(ENTRY_FEATURES)):
             return None
         return cls(
             tuple(float(v) for v in data["coef"]),

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from knowledge.answer_text import plain
 from knowledge.calibration import CalibrationImpossible, Reference, calibrate
 from knowledge.confidence import Calibrator
 from knowledge.io import ImportFailed
@@ -95,7 +96,19 @@ def ranker_from_rows(rows: Sequence[Any], encoder: EncoderLike, *, mode: Mode) -
             texts.append(text)
     vectors = encoder.encode(texts) if texts else np.zeros((0, encoder.dim), dtype=np.float32)
     external = [row.external_id or f"#{n + 1}" for n, row in enumerate(rows)]
-    return Ranker(np.array(ids, dtype=np.int64), texts, vectors, mode=mode), external
+    answers = _answer_vectors(rows, encoder)
+    return Ranker(np.array(ids, dtype=np.int64), texts, vectors, mode=mode, answers=answers), external
+
+
+def _answer_vectors(rows: Sequence[Any], encoder: EncoderLike) -> dict[int, np.ndarray]:
+    """Row number -> its answer's vector (the model's passage side where it has one), as
+    ``knowledge.services.entries_embed`` stores them for a bot; rows without an answer have none."""
+    answers = {n: plain(getattr(row, "answer", "") or "") for n, row in enumerate(rows)}
+    answers = {n: text for n, text in answers.items() if text}
+    if not answers:
+        return {}
+    encode = getattr(encoder, "encode_passages", None) or encoder.encode
+    return dict(zip(answers, encode(list(answers.values())), strict=True))
 
 
 def run_queries(

@@ -32,7 +32,7 @@ from chatbot.models import Bot
 from chatbot.runtime import runtime
 from knowledge import calibration_services, embeddings, shared_ranking
 from knowledge.calibration_services import Calibrated, Thresholds, thresholds_for
-from knowledge.models import Calibration, Embedding, Entry
+from knowledge.models import AnswerEmbedding, Calibration, Embedding, Entry
 from knowledge.ranking import Ranked, Ranker
 from knowledge.services import entries_embed
 from knowledge.shared_reads import shared_read
@@ -204,7 +204,13 @@ def _build(bot_id: int, revision: int, configured: str) -> Snapshot:
                 rows.append(np.frombuffer(bytes(blob), dtype="<f4"))
     dim = rows[0].shape[0] if rows else embeddings.get_encoder(model).dim
     matrix = np.vstack(rows) if rows else np.zeros((0, dim), dtype=np.float32)
-    ranker = Ranker(np.array(ids, dtype=np.int64), texts, matrix, mode=settings.KB_MATCH_MODE)
+    ranker = Ranker(
+        np.array(ids, dtype=np.int64),
+        texts,
+        matrix,
+        mode=settings.KB_MATCH_MODE,
+        answers=_answer_vectors(entries, model),
+    )
     return Snapshot(
         revision,
         model,
@@ -214,6 +220,15 @@ def _build(bot_id: int, revision: int, configured: str) -> Snapshot:
         default=embeddings.model_name(),
         bot_id=bot_id,
     )
+
+
+def _answer_vectors(entries: list[Entry], model: str) -> dict[int, np.ndarray]:
+    """Entry id -> its answer's vector by ``model``, for the entries that have one (the
+    ranker uses them only when every entry does)."""
+    rows = AnswerEmbedding.objects.filter(entry__in=entries, model_name=model).values_list(
+        "entry_id", "vector"
+    )
+    return {entry_id: np.frombuffer(bytes(blob), dtype="<f4") for entry_id, blob in rows}
 
 
 def _result(

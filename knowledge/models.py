@@ -102,6 +102,31 @@ class Embedding(models.Model):
         return hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
+class AnswerEmbedding(models.Model):
+    """The vector of an entry's answer as made by one model (its passage side), read by the
+    confidence's answer features (``knowledge.confidence.ENTRY_FEATURES``).
+
+    One per entry and model; ``text_hash`` tells whether it was made from the current answer.
+    """
+
+    entry = models.ForeignKey(Entry, on_delete=models.CASCADE, related_name="answer_embeddings")
+    model_name = models.CharField(max_length=200)
+    text_hash = models.CharField(
+        max_length=40, help_text="sha1 of the answer's text as encoded (knowledge.answer_text.plain)"
+    )
+    dim = models.PositiveIntegerField()
+    vector = models.BinaryField(help_text="float32 little-endian, L2-normalised")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["entry", "model_name"], name="answer_embedding_unique_per_model")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_name} [{self.dim}] answer of entry {self.entry_id}"
+
+
 class Calibration(models.Model):
     """A bot's automatic calibration for one embedding model (knowledge.calibration).
 
@@ -143,4 +168,14 @@ class Calibration(models.Model):
 # The documents' models live in their own module; imported here so Django finds them.
 from knowledge.document_models import Passage, PassageEmbedding, Source  # noqa: E402
 
-__all__ = ["Alternative", "Calibration", "Embedding", "Entry", "Passage", "PassageEmbedding", "Source", "Tag"]
+__all__ = [
+    "Alternative",
+    "AnswerEmbedding",
+    "Calibration",
+    "Embedding",
+    "Entry",
+    "Passage",
+    "PassageEmbedding",
+    "Source",
+    "Tag",
+]

@@ -25,7 +25,7 @@ the precision-0.95 threshold is lower (about 0.55-0.85 instead of 0.83-0.99).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -121,6 +121,10 @@ class Ranker:
     # without one, the softmax share against a virtual "none" entry.
     calibrator: Calibrator | None = None
     fixed_transform: np.ndarray | None = None  # instead of whitening learned from these vectors
+    # Entry id -> its answer's vector (the model's passage side). Used only when every entry
+    # has one (``answer_matrix``, rows in ``whitened.entries`` order; else None).
+    answers: Mapping[int, np.ndarray] | None = None
+    answer_matrix: np.ndarray | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.entry_ids = np.asarray(self.entry_ids, dtype=np.int64)
@@ -153,6 +157,7 @@ class Ranker:
         self.bilingual = bool(self.entry_cjk.any() and not self.entry_cjk.all())
         self.exact = _exact_phrasings(self.plain.group_starts, self.sorted_texts)
         self.bm25 = BM25(self.sorted_texts) if self.mode != "vector" and self.texts else None
+        self.answer_matrix = _answer_matrix(self.whitened.entries, self.answers)
 
     @property
     def entry_count(self) -> int:
@@ -188,11 +193,26 @@ class Ranker:
         whitened = _normalise(queries @ self.transform)
         phrasing = whitened @ self.whitened.matrix.T  # one row per query
         centroid = whitened @ self.centroids.T
+        answer = self.answer_similarity(queries)
         unknowns = unknowns if unknowns is not None else [0.0] * len(texts)
         return [
-            self._ranked(queries[i], text, phrasing[i], centroid[i], k, unknowns[i])
+            self._ranked(
+                queries[i],
+                text,
+                phrasing[i],
+                centroid[i],
+                k,
+                unknowns[i],
+                answer=None if answer is None else answer[i],
+            )
             for i, text in enumerate(texts)
         ]
+
+    def answer_similarity(self, queries: np.ndarray) -> np.ndarray | None:
+        """Cosine of each query (rows, plain vectors) to each entry's answer; None without answers."""
+        if self.answer_matrix is None:
+            return None
+        return _normalise(np.asarray(queries, dtype=np.float32)) @ self.answer_matrix.T
 
     def _ranked(
         self,
@@ -204,6 +224,7 @@ class Ranker:
         unknown: float,
         *,
         weight: float | None = None,
+        answer: np.ndarray | None = None,
     ) -> list[Ranked]:
         weight = self.lexical_weight(unknown) if weight is None else weight
         lexical = self._lexical(text)
@@ -212,6 +233,7 @@ class Ranker:
         other = self.other_script(text)
         if other is not None:
             best, whole = np.where(other, ABSENT, best), np.where(other, ABSENT, whole)
+            answer = None if answer is None else np.where(other, ABSENT, answer)
         entry_scores = PHRASING_WEIGHT * best + (1 - PHRASING_WEIGHT) * whole
         exact = self.exact.get(plain_text(text))
         if exact is not None and entry_scores[exact] > ABSENT / 2:
@@ -223,7 +245,7 @@ class Ranker:
         top = top[np.argsort(-entry_scores[top], kind="stable")]
         top = top[entry_scores[top] > ABSENT / 2]  # not the entries left out
         lexical_best = np.maximum.reduceat(lexical, starts)
-        features = entry_features(best, whole, entry_scores, lexical_best, unknown, top)
+        features = entry_features(best, whole, entry_scores, lexical_best, unknown, top, answer)
         if self.calibrator is not None:
             confidence = self.calibrator.probability(features)
         else:  # before the bot's first calibration
@@ -274,6 +296,13 @@ class Ranker:
             return np.zeros(len(self.plain), dtype=np.float32)
         scores, total_idf = self.bm25.scores(text)
         return np.clip(scores / max(total_idf, 1e-6), 0.0, 1.0).astype(np.float32)
+
+
+def _answer_matrix(entries: np.ndarray, answers: Mapping[int, np.ndarray] | None) -> np.ndarray | None:
+    """The answers' normalised vectors in ``entries`` order, or None unless every entry has one."""
+    if not answers or not len(entries) or any(int(e) not in answers for e in entries):
+        return None
+    return np.ascontiguousarray(_normalise(np.vstack([answers[int(e)] for e in entries])), dtype=np.float32)
 
 
 def _exact_phrasings(starts: np.ndarray, sorted_texts: Sequence[str]) -> dict[str, int]:

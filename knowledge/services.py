@@ -8,7 +8,8 @@ from django.db import transaction
 from django.db.models import F, QuerySet
 
 from chatbot.models import Bot
-from knowledge.models import Alternative, Embedding, Entry, Tag
+from knowledge.answer_text import plain
+from knowledge.models import Alternative, AnswerEmbedding, Embedding, Entry, Tag
 
 
 def _clean_unique(texts: Iterable[str]) -> list[str]:
@@ -87,10 +88,11 @@ def entries_embed(
     model: str | None = None,
 ) -> int:
     """Store a vector for every phrasing that lacks one for its bot's model (``model``, if
-    given, for all the entries).
+    given, for all the entries), and one for each entry's answer (``_answers_embed``).
 
     Vectors of phrasings that no longer exist, and of other models, are removed. With
-    ``force`` every phrasing is encoded again. Returns the number of phrasings encoded.
+    ``force`` every phrasing and answer is encoded again. Returns the number of phrasings
+    encoded.
     """
     from knowledge import embeddings
 
@@ -99,7 +101,9 @@ def entries_embed(
             raise ValueError("entries_embed needs a bot or entries")
         entries = Entry.objects.filter(bot=bot)
     entries = list(
-        Entry.objects.filter(pk__in=[e.pk for e in entries]).prefetch_related("alternatives", "embeddings")
+        Entry.objects.filter(pk__in=[e.pk for e in entries]).prefetch_related(
+            "alternatives", "embeddings", "answer_embeddings"
+        )
     )
     models = {bot_id: model or bot_embedding_model(bot_id) for bot_id in {e.bot_id for e in entries}}
     todo: list[tuple[Entry, str]] = []
@@ -137,4 +141,47 @@ def entries_embed(
             done += len(chunk)
             if progress:
                 progress(done, len(todo))
+    _answers_embed(entries, models, force=force, batch_size=batch_size)
+    return len(todo)
+
+
+def _answers_embed(entries: list[Entry], models: dict[int, str], *, force: bool, batch_size: int) -> int:
+    """Give each entry one AnswerEmbedding, of its bot's model (``models``) and made from its
+    current answer (``answer_text.plain``); others are replaced. An entry whose answer is
+    empty once made plain has none. Entries need ``answer_embeddings`` prefetched. Returns
+    the number of answers encoded."""
+    from knowledge import embeddings
+
+    todo: list[tuple[Entry, str]] = []
+    stale: list[int] = []
+    for entry in entries:
+        text = plain(entry.answer)
+        digest = Embedding.hash_text(text) if text else None
+        current = False
+        for row in entry.answer_embeddings.all():
+            if force or row.model_name != models[entry.bot_id] or row.text_hash != digest:
+                stale.append(row.pk)
+            else:
+                current = True
+        if text and not current:
+            todo.append((entry, text))
+    AnswerEmbedding.objects.filter(pk__in=stale).delete()
+    for name in set(models.values()):
+        work = [item for item in todo if models[item[0].bot_id] == name]
+        for start in range(0, len(work), batch_size):
+            chunk = work[start : start + batch_size]
+            vectors = embeddings.encode_passages([text for _, text in chunk], name)
+            AnswerEmbedding.objects.bulk_create(
+                [
+                    AnswerEmbedding(
+                        entry=entry,
+                        model_name=name,
+                        text_hash=Embedding.hash_text(text),
+                        dim=len(vector),
+                        vector=vector.astype("<f4").tobytes(),
+                    )
+                    for (entry, text), vector in zip(chunk, vectors, strict=True)
+                ],
+                ignore_conflicts=True,  # another process made it meanwhile
+            )
     return len(todo)

@@ -113,6 +113,7 @@ def test_processes_reaping_at_once_settle_each_reply_once() -> None:
 
 
 def test_texts_are_written_into_pending_rows_only() -> None:
+    beat(ALIVE, 0)  # a live owner: a reaper running meanwhile must leave these rows alone
     conversation = make_conversation()
     streaming = pending(conversation, ALIVE, "Hel")
     ended = make_message(conversation, role="bot", source="llm", status="complete", text="Hello!")
@@ -127,6 +128,7 @@ def test_texts_are_written_into_pending_rows_only() -> None:
 
 
 def test_many_replies_are_written_in_chunks_of_one_update_each() -> None:
+    beat(ALIVE, 0)  # a live owner: a reaper running meanwhile must leave these rows alone
     conversation = make_conversation()
     rows = [pending(conversation, ALIVE) for _ in range(inflight.FLUSH_CHUNK + 5)]
     assert inflight.reply_texts_store({m.pk: f"reply {m.pk}" for m in rows}) == len(rows)

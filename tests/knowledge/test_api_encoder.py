@@ -18,7 +18,7 @@ from devtools.fake_llm.server import FakeLLMServer
 from knowledge import embeddings
 from knowledge.api_encoder import DIMENSION_PROBE, ApiEncoder, EmbeddingUnavailable
 from knowledge.embeddings import QueryBatcher
-from knowledge.models import Embedding
+from knowledge.models import AnswerEmbedding, Embedding
 from knowledge.services import entries_embed, entry_upsert
 from tests.factories import make_bot
 
@@ -166,4 +166,8 @@ def test_knowledge_base_phrasings_are_stored_under_the_api_models_name(
     ]
     stored = np.frombuffer(bytes(rows[0].vector), dtype="<f4")
     assert np.allclose(np.linalg.norm(stored), 1.0, atol=1e-6)
-    assert [r.path for r in fake.requests] == ["/api/paas/v4/embeddings"]
+    answer = AnswerEmbedding.objects.get(entry=entry)
+    assert (answer.model_name, answer.dim) == ("zhipu:zhipu-embed@256", 256)
+    # One request for the phrasings, one for the answer (the confidence's answer features).
+    assert [r.path for r in fake.requests] == ["/api/paas/v4/embeddings"] * 2
+    assert fake.requests[1].body["input"] == ["Track it under Orders."]

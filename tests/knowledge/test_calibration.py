@@ -7,7 +7,7 @@ import pytest
 
 from knowledge import calibration
 from knowledge.calibration import CalibrationImpossible, Reference, calibrate, leave_out
-from knowledge.confidence import FEATURES, Calibrator, fit
+from knowledge.confidence import ENTRY_FEATURES, FEATURES, Calibrator, fit
 from knowledge.ranking import Ranker
 
 DIM = 8
@@ -57,7 +57,7 @@ def test_leave_one_out_asks_each_phrasing_without_itself_and_without_its_entry()
     ranker = tiny_ranker()
     in_scope, not_answered, confused = leave_out(ranker, np.zeros(6, np.float32), np.arange(6))
     features, right, top3 = in_scope.arrays()
-    assert features.shape == (6, len(FEATURES))
+    assert features.shape == (6, len(ENTRY_FEATURES))
     # Every phrasing but "odd one" finds its own entry through its sibling.
     assert right.tolist() == [True, False, True, True, True, True]
     assert top3.all()  # with three entries, the right one is always among the first three
@@ -68,7 +68,9 @@ def test_leave_one_out_asks_each_phrasing_without_itself_and_without_its_entry()
     ]
     # Without their whole entry, all six still get a best entry: always a wrong one.
     negatives, labels, _ = not_answered.arrays()
-    assert negatives.shape == (6, len(FEATURES)) and not labels.any()
+    assert negatives.shape == (6, len(ENTRY_FEATURES)) and not labels.any()
+    # Without answer vectors the answer columns are zeros.
+    assert not features[:, len(FEATURES) :].any() and not negatives[:, len(FEATURES) :].any()
 
 
 def test_the_query_itself_does_not_count_towards_its_entry() -> None:
