@@ -5,8 +5,10 @@ the request path. Phrasing texts are banking77's training questions (for the lex
 index and the script check), vectors synthetic (random directions around each entry's
 centre, as in bench_kb_speed.py): calibration never encodes the knowledge base, which is
 embedded already, only up to 100 near-copies of phrasings (timed here); the shipped
-reference texts are encoded once per model and kept on disk, so before timing. Three
-runs per size, the median printed.
+reference texts are encoded once per model and kept on disk, so before timing. Every
+entry has an answer vector, so the answer features are computed and fitted (1,000 x 1 is
+calibrated with the shipped paraphrases instead, without them). Three runs per size, the
+median printed.
 
 Run: .venv/bin/python bench/bench_calibration.py
 """
@@ -37,7 +39,15 @@ def ranker(entries: int, per_entry: int, dim: int, rng: np.random.Generator) -> 
     vectors = np.repeat(centres, per_entry, axis=0) + 0.6 * rng.normal(size=(entries * per_entry, dim))
     ids = np.repeat(np.arange(entries), per_entry)
     texts = [f"{pool[i % len(pool)]} ({i // len(pool)})" for i in range(entries * per_entry)]
-    return Ranker(ids, texts, vectors.astype(np.float32), mode="blend")
+    # Every entry has an answer (near its centre), so the answer features are fitted too.
+    answers = centres + 0.6 * rng.normal(size=centres.shape)
+    return Ranker(
+        ids,
+        texts,
+        vectors.astype(np.float32),
+        mode="blend",
+        answers={n: a.astype(np.float32) for n, a in enumerate(answers)},
+    )
 
 
 def main() -> None:
@@ -55,9 +65,10 @@ def main() -> None:
                 index, unknown=encoder.unknown_fraction, reference=reference, encode=encoder.encode
             )
             times.append(time.perf_counter() - started)
+        features = len(result.calibrator.features)
         print(
             f"  {entries:>5} entries x {per_entry:>2} phrasings: median {statistics.median(times):.2f} s "
-            f"(runs {', '.join(f'{t:.2f}' for t in times)}); samples {result.counts}"
+            f"(runs {', '.join(f'{t:.2f}' for t in times)}); {features} features; samples {result.counts}"
         )
 
 

@@ -79,6 +79,9 @@ MAX_QUESTION_LENGTH = 4000
 MAX_REFERENCES = 3
 MAX_PASSAGES = 5  # searched; passages_for_prompt keeps those within sources_budget()
 DEFAULT_FALLBACK = "Sorry, I can't answer that right now. Would you like to talk to a person?"
+# A bot whose fallback is still the default answers a Chinese (Japanese, Korean) question
+# with this one; a fallback the company wrote is sent as written.
+DEFAULT_FALLBACK_CJK = "抱歉，这个问题我暂时无法回答。需要为您转接人工客服吗？"
 # Without an LLM, a plausibly right entry (the reference band), or else the most relevant
 # passage of the documents, is offered as it is, said to be a suggestion; the conversation
 # is flagged for a person to check.
@@ -177,12 +180,15 @@ async def _answer(
     elif not is_configured(bot):
         # No LLM to read them: the most relevant passage of the documents is offered as it is.
         passages = await documents_search(bot, question, documents=documents)
-        events = _suggest_passage(reply, question, passages[0]) if passages else _fallback(reply, NO_LLM)
+        if passages:
+            events = _suggest_passage(reply, question, passages[0])
+        else:
+            events = _fallback(reply, NO_LLM, question)
     else:
         # Searched only now: a sure knowledge-base answer needs none.
         passages = await documents_search(bot, question, documents=documents)
         if bot.answer_only_from_knowledge and not references and not passages:
-            events = _fallback(reply, NOT_KNOWN)
+            events = _fallback(reply, NOT_KNOWN, question)
         else:
             events = _llm_reply(reply, question, references, passages)
     async with aclosing(events) as stream:
@@ -261,11 +267,11 @@ async def _llm_reply(
     finally:
         keeper.untrack(reply.id)
     if failure is not None and not (failure.partial_text or reply.streamed):
-        events = _fallback(reply, f"{type(failure).__name__}: {failure}")
+        events = _fallback(reply, f"{type(failure).__name__}: {failure}", question)
     elif failure is not None:
         events = _partial(reply, failure, entry_id=entry_id, score=score, offset_ms=offset_ms)
     elif result is None or not result.text.strip():
-        events = _fallback(reply, "the LLM sent an empty reply")
+        events = _fallback(reply, "the LLM sent an empty reply", question)
     else:
         sources = reply_sources(result.text, reply.given)
         saved = await reply_save(
@@ -344,10 +350,19 @@ def _suggest_passage(reply: _Reply, question: str, best: PassageHit) -> AsyncIte
     )
 
 
-def _fallback(reply: _Reply, reason: str) -> AsyncIterator[ReplyEvent]:
+def _fallback(reply: _Reply, reason: str, question: str) -> AsyncIterator[ReplyEvent]:
     log.info("fallback reply in conversation %s: %s", reply.stored.conversation_id, reason)
-    text = reply.stored.bot.fallback_reply.strip() or DEFAULT_FALLBACK
+    text = fallback_text(reply.stored.bot.fallback_reply, question)
     return _whole(reply, text, Message.Source.FALLBACK, needs_followup=True, error=reason)
+
+
+def fallback_text(configured: str, question: str) -> str:
+    """The bot's fallback reply for ``question``: as the company wrote it, or the default in
+    the question's script (English or Chinese) when it is empty or still the default."""
+    configured = configured.strip()
+    if configured and configured != DEFAULT_FALLBACK:
+        return configured
+    return DEFAULT_FALLBACK_CJK if is_cjk(question) else DEFAULT_FALLBACK
 
 
 async def _whole(

@@ -361,3 +361,18 @@ async def test_without_an_llm_and_no_relevant_passage_it_is_the_fallback(
     assert (end.source, end.sources) == ("fallback", ())
     assert end.text == "I don't know that. Shall I find a person?"
     assert docs.searches == [(conv.bot_id, "Who won the 1998 World Cup?", 5)]
+
+
+async def test_the_default_fallback_speaks_the_questions_language_and_a_written_one_is_sent_as_written(
+    kb: StandIn, docs: DocumentsStandIn
+) -> None:
+    default = await conversation()  # the bot's fallback is still the default English one
+    chinese = (await events_of(default, "今天天气怎么样？", kb, docs))[-1]
+    english = (await events_of(default, "What's the weather like?", kb, docs))[-1]
+    assert isinstance(chinese, Ended) and isinstance(english, Ended)
+    assert chinese.source == "fallback"
+    assert chinese.text == "抱歉，这个问题我暂时无法回答。需要为您转接人工客服吗？"
+    assert english.text == "Sorry, I can't answer that right now. Would you like to talk to a person?"
+    written = await conversation(fallback_reply="I don't know that. Shall I find a person?")
+    own = (await events_of(written, "今天天气怎么样？", kb, docs))[-1]
+    assert isinstance(own, Ended) and own.text == "I don't know that. Shall I find a person?"
