@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from knowledge.confidence import ENTRY_FEATURES, FEATURES, MARGIN_CLIP, Calibrator, fit
+from knowledge.confidence import ENTRY_FEATURES, FEATURES, MARGIN_CLIP, Calibrator, answer_parts, fit
 from knowledge.lexical import is_cjk, plain_text
 from knowledge.ranking import ABSENT, PHRASING_WEIGHT, Ranker
 
@@ -172,23 +172,10 @@ def _top_features(
             np.clip(margin, -MARGIN_CLIP, MARGIN_CLIP),
             lexical[rows, top],
             unknown,
-            *_answer_columns(answer, top),
+            *(column[:, 0] for column in answer_parts(answer, top[:, None])),
         ]
     ).astype(np.float32)
     return order, features
-
-
-def _answer_columns(answer: np.ndarray | None, top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: the answer cosine of entry ``top`` and its margin over the best other entry's."""
-    if answer is None:
-        zeros = np.zeros(len(top), dtype=np.float32)
-        return zeros, zeros
-    rows = np.arange(len(top))
-    own = answer[rows, top]
-    others = answer.copy()
-    others[rows, top] = -np.inf
-    other = others.max(axis=1) if answer.shape[1] > 1 else np.zeros(len(top), dtype=np.float32)
-    return own, np.clip(own - other, -MARGIN_CLIP, MARGIN_CLIP)
 
 
 def leave_out(

@@ -60,24 +60,27 @@ def entry_features(
         other_best = np.zeros(len(rows), dtype=np.float32)
     margin = np.clip(score[rows] - other_best, -MARGIN_CLIP, MARGIN_CLIP)
     flags = np.full(len(rows), unknown, dtype=np.float32)
-    own, answer_margin = answer_parts(answer, rows)
-    columns = [best[rows], whole[rows], margin, lexical[rows], flags, own, answer_margin]
+    own, answer_margin = answer_parts(None if answer is None else answer[None, :], rows[None, :])
+    columns = [best[rows], whole[rows], margin, lexical[rows], flags, own[0], answer_margin[0]]
     return np.column_stack(columns).astype(np.float32)
 
 
 def answer_parts(answer: np.ndarray | None, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The answer cosine of the entries ``rows`` and its margin over the best other entry's
-    (``answer``: one cosine per entry, or None: zeros)."""
+    """For queries x entries answer cosines (``answer``) and queries x k entry positions
+    (``rows``): each entry's answer cosine and its margin over the best other entry's, both
+    queries x k (``answer`` None: zeros)."""
     if answer is None:
-        zeros = np.zeros(len(rows), dtype=np.float32)
+        zeros = np.zeros(rows.shape, dtype=np.float32)
         return zeros, zeros
-    n = len(answer)
+    own = np.take_along_axis(answer, rows, axis=1)
+    n = answer.shape[1]
     if n > 1:
-        second, first = np.partition(answer, n - 2)[n - 2 :]
-        other = np.where(answer[rows] >= first, second, first)
+        top_two = np.partition(answer, n - 2, axis=1)[:, n - 2 :]
+        second, first = top_two[:, :1], top_two[:, 1:]
+        other = np.where(own >= first, second, first)
     else:
-        other = np.zeros(len(rows), dtype=np.float32)
-    return answer[rows], np.clip(answer[rows] - other, -MARGIN_CLIP, MARGIN_CLIP)
+        other = np.zeros(own.shape, dtype=np.float32)
+    return own, np.clip(own - other, -MARGIN_CLIP, MARGIN_CLIP)
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ class Ranked:
     similarity: float  # best-phrasing cosine, before whitening
     lexical: float  # BM25 / query idf, clipped to [0, 1]
     confidence: float  # calibrated probability (or the softmax share): what thresholds apply to
-    features: tuple[float, ...] = ()  # knowledge.confidence.FEATURES of this entry for the query
+    features: tuple[float, ...] = ()  # knowledge.confidence.ENTRY_FEATURES of this entry for the query
 
 
 def whitening(entry_ids: np.ndarray, vectors: np.ndarray, shrink: float | None = None) -> np.ndarray:
