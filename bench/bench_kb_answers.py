@@ -34,7 +34,7 @@ setup()
 
 from knowledge import calibration, multilingual_models  # noqa: E402
 from knowledge.answer_text import plain  # noqa: E402
-from knowledge.embeddings import DEFAULT_MODEL, get_encoder  # noqa: E402
+from knowledge.embeddings import DEFAULT_MODEL, encode_passages, get_encoder  # noqa: E402
 from knowledge.evaluation import Outcome, at_threshold  # noqa: E402
 from knowledge.lexical import is_cjk  # noqa: E402
 from knowledge.ranking import Ranker  # noqa: E402
@@ -88,9 +88,8 @@ def outcomes(
     ids = np.array([n for n, (phrasings, _) in enumerate(kb) for _ in phrasings])
     texts = [t for phrasings, _ in kb for t in phrasings]
     answer_vectors = None
-    if answers:
-        encode = getattr(encoder, "encode_passages", None) or encoder.encode
-        answer_vectors = dict(enumerate(encode([plain(a) for _, a in kb])))
+    if answers:  # as knowledge.services.entries_embed stores them for a bot
+        answer_vectors = dict(enumerate(encode_passages([plain(a) for _, a in kb], model)))
     ranker = Ranker(ids, texts, encoder.encode(texts), mode="blend", answers=answer_vectors)
     started = time.perf_counter()
     fitted = calibration.calibrate(

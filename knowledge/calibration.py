@@ -157,9 +157,17 @@ class _Samples:
 
 
 def _top_features(
-    best: np.ndarray, whole: np.ndarray, lexical: np.ndarray, unknown: np.ndarray, answer: np.ndarray | None
+    rows: np.ndarray,
+    best: np.ndarray,
+    whole: np.ndarray,
+    lexical: np.ndarray,
+    unknown: np.ndarray,
+    answer: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per row (query): the best entry, and its ENTRY_FEATURES row, as ``entry_features`` has it."""
+    """For the queries ``rows`` (a mask over the arrays' rows): each one's best entry, and its
+    ENTRY_FEATURES row, as ``entry_features`` has it."""
+    best, whole, lexical, unknown = best[rows], whole[rows], lexical[rows], unknown[rows]
+    answer = None if answer is None else answer[rows]
     score = PHRASING_WEIGHT * best + (1 - PHRASING_WEIGHT) * whole
     order = np.argsort(-score, axis=1)[:, :3]
     rows = np.arange(len(score))
@@ -219,13 +227,7 @@ def leave_out(
                 answer[other] = ABSENT
         keep = counts[own] > 1
         if keep.any():
-            order, features = _top_features(
-                best[keep],
-                whole[keep],
-                lexical_best[keep],
-                unknowns[chunk][keep],
-                None if answer is None else answer[keep],
-            )
+            order, features = _top_features(keep, best, whole, lexical_best, unknowns[chunk], answer)
             right = order[:, 0] == own[keep]
             in_scope.add(features, right, (order == own[keep][:, None]).any(axis=1))
             wrong = zip(own[keep][~right], order[~right, 0], chunk[keep][~right], strict=True)
@@ -236,13 +238,7 @@ def leave_out(
             answer[local, own] = ABSENT
         left = (best > ABSENT / 2).any(axis=1)  # some entry is left to be taken for it
         if left.any():
-            _, features = _top_features(
-                best[left],
-                whole[left],
-                lexical_best[left],
-                unknowns[chunk][left],
-                None if answer is None else answer[left],
-            )
+            _, features = _top_features(left, best, whole, lexical_best, unknowns[chunk], answer)
             not_answered.add(features, np.zeros(int(left.sum())))
     return in_scope, not_answered, confused
 
