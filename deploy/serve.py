@@ -153,15 +153,30 @@ class Slot:
         return self.path.with_name(stem[:-1] + ("b" if stem.endswith("a") else "a") + ".sock")
 
 
-def nginx_workers(master: int) -> set[int]:
-    """nginx's worker processes (the master's children), from /proc."""
-    found = set()
+def children(pid: int) -> dict[int, list[bytes]]:
+    """The processes whose parent is ``pid``, each with its argv (empty when unreadable,
+    e.g. a zombie's), from /proc."""
+    found: dict[int, list[bytes]] = {}
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == master:
-                    found.add(int(entry.name))
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent != pid:
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            argv = []
+        found[int(entry.name)] = argv
     return found
+
+
+def nginx_workers(master: int) -> set[int]:
+    """nginx's worker processes (the master's children)."""
+    return set(children(master))
 
 
 def nginx_reload(nginx: subprocess.Popen[bytes]) -> None:

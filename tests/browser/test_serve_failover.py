@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from deploy import serve
 from tests.browser.conftest import FakeLLM
 from tests.browser.widget import REPLY_TIMEOUT, ROOT_JS, Widget
 from tests.deploy.conftest import serve_missing_reason
@@ -84,18 +85,9 @@ def wait_until(condition: Any, what: str) -> None:
 
 def worker_pids(served: Served) -> set[int]:
     """The supervisor's children but nginx's master."""
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            argv = (entry / "cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
-            continue
-        if parent == served.process.pid and b"nginx" not in argv.split(b"\0")[0]:
-            pids.add(int(entry.name))
-    return pids
+    return {
+        pid for pid, argv in serve.children(served.process.pid).items() if argv and b"nginx" not in argv[0]
+    }
 
 
 async def test_a_worker_killed_mid_reply_leaves_the_widget_on_the_other_with_the_reply_cut_off(

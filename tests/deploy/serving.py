@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 import websockets
 
+from deploy import serve
 from tests.browser import conftest as live
 from tests.deploy.conftest import POSTGRES, REDIS
 
@@ -150,19 +151,11 @@ async def converse(ws_url: str, origin: str, question: str = QUESTION) -> list[d
 
 
 def descendants(pid: int) -> set[int]:
-    """Every process below ``pid`` (nginx's own workers included), from /proc."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    """Every process below ``pid`` (nginx's own workers included)."""
     found: set[int] = set()
     frontier = {pid}
     while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        frontier = {child for parent in frontier for child in serve.children(parent)} - found
         found |= frontier
     return found
 

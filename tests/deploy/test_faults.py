@@ -68,20 +68,12 @@ def serving(run_dir: Path, database_url: str, **options: Any) -> Iterator[Served
 
 
 def workers(served: Served) -> dict[Path, int]:
-    """Each daphne worker's unix socket and pid, from /proc."""
-    found: dict[Path, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        # daphne, or deploy/worker.py around it: the one child with -u <socket>
-        if parent == served.process.pid and b"-u" in argv[:-1]:
-            found[Path(argv[argv.index(b"-u") + 1].decode())] = int(entry.name)
-    return found
+    """Each daphne worker's unix socket and pid."""
+    return {  # daphne, or deploy/worker.py around it: the one child with -u <socket>
+        Path(argv[argv.index(b"-u") + 1].decode()): pid
+        for pid, argv in serve.children(served.process.pid).items()
+        if b"-u" in argv[:-1]
+    }
 
 
 def worker_get(path: Path, url: str) -> tuple[int, str]:

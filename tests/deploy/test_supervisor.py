@@ -3,7 +3,9 @@ socket, up to CRASH_LIMIT deaths within CRASH_WINDOW; any other child's exit sto
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,3 +77,16 @@ def test_a_slot_alternates_between_its_two_sockets(tmp_path: Path) -> None:
     slot.path = slot.twin()
     assert slot.twin() == tmp_path / "daphne-3a.sock"
     assert slot.argv(slot.path)[-3:] == ["-u", str(tmp_path / "daphne-3b.sock"), "--proxy-headers"]
+
+
+def test_children_are_this_process_s_own_with_their_argv() -> None:
+    process = subprocess.Popen(SLEEPER)
+    try:
+        found = serve.children(os.getpid())
+        assert found[process.pid] == [arg.encode() for arg in SLEEPER] + [b""]
+        assert os.getpid() not in found
+        assert serve.nginx_workers(os.getpid()) == set(found)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.pid not in serve.children(os.getpid())
