@@ -4,9 +4,10 @@ Setting up a chat socket (the bot looked up, then the hello: visitor, conversati
 the channel-layer group) runs on the process's one database thread, about 10 ms of work
 each; a burst faster than that queues there. daphne gives a handshake a fixed window
 (``websocket_connect_timeout``, autobahn's opening-handshake timeout: 5 s by default,
-10 s under deploy/worker.py): a socket still queued then is aborted, which nginx answers with 502 and a browser sees as 1006, with no
-close code and nothing in the server's log. Measured through nginx with one worker
-(bench/bench_serve.py): 1,000 new sockets at 200 per second lost 118 of them that way.
+10 s under deploy/worker.py): a socket still queued then is aborted, which nginx answers
+with 502 and a browser sees as 1006, with no close code and nothing in the server's log.
+Measured through nginx with one worker (bench/bench_serve.py), with daphne's 5 s: 1,000
+new sockets at 200 per second lost 118 of them that way.
 (The other silent loss, a full listen backlog that nginx also answers with 502, is the
 worker's: deploy/worker.py's listening socket.)
 
