@@ -11,7 +11,9 @@ at the automatic threshold, as the product serves.
   bench/demo_paraphrases.csv: natural questions we wrote for its entries, none of them
   a stored phrasing, plus unrelated questions (a development set: the held-out one is
   not ours). Per language: how many are answered with the right entry, and how many
-  unrelated questions are answered at all.
+  unrelated questions are answered at all; and, as an LLM would get them, for how many
+  the right entry is among the references (confidence at or above the reference
+  threshold), and how many unrelated questions bring any reference.
 
 Run: .venv/bin/python bench/bench_kb_answers.py [--models a,b]
 """
@@ -99,13 +101,16 @@ def outcomes(
         encode=encoder.encode,
     )
     ranker.calibrator = fitted.calibrator
-    info = {"threshold": fitted.answer_threshold, "seconds": time.perf_counter() - started}
+    info: dict = {"threshold": fitted.answer_threshold, "seconds": time.perf_counter() - started}
     result = []
+    references = []  # per query: the entries that would reach an LLM as references
     vectors = encoder.encode([q for q, _ in queries])
     for (text, expected), vector in zip(queries, vectors, strict=True):
         ranked = ranker.rank(vector, text, 5, unknown=encoder.unknown_fraction(text))
         entries = tuple(str(r.entry_id) for r in ranked)
         result.append(Outcome(str(expected) if expected >= 0 else "", entries, ranked[0].confidence))
+        references.append({str(r.entry_id) for r in ranked if r.confidence >= fitted.reference_threshold})
+    info["references"] = references
     return result, info
 
 
@@ -152,18 +157,25 @@ def demo(models: Sequence[str]) -> None:
             results, info = outcomes(kb, queries, model, answers=answers)
             threshold = info["threshold"] if info["threshold"] is not None else 1.01
             answered = {"en": 0, "zh": 0, "unrelated": 0}
-            for outcome, is_chinese in zip(results, chinese, strict=True):
+            referred = {"en": 0, "zh": 0, "unrelated": 0}
+            for outcome, is_chinese, references in zip(results, chinese, info["references"], strict=True):
+                kind = "unrelated" if not outcome.in_scope else "zh" if is_chinese else "en"
+                # An LLM gets the right entry (in scope), or any entry at all (unrelated).
+                referred[kind] += outcome.expected in references if outcome.in_scope else bool(references)
                 if outcome.confidence < threshold:
                     continue
                 if not outcome.in_scope:
                     answered["unrelated"] += 1
                 elif outcome.correct:
-                    answered["zh" if is_chinese else "en"] += 1
+                    answered[kind] += 1
             print(
                 f"  {model[:22]:<22} answers {'yes' if answers else 'no ':<3}  "
                 f"AUTO {fmt(info['threshold'])}: answered right: English {answered['en']}/{totals['en']}, "
                 f"Chinese {answered['zh']}/{totals['zh']}; "
-                f"unrelated answered {answered['unrelated']}/{totals['unrelated']}"
+                f"unrelated answered {answered['unrelated']}/{totals['unrelated']}\n"
+                f"  {'':<34}with an LLM, the right entry among its references: English "
+                f"{referred['en']}/{totals['en']}, Chinese {referred['zh']}/{totals['zh']}; "
+                f"unrelated with any reference {referred['unrelated']}/{totals['unrelated']}"
             )
 
 

@@ -18,6 +18,7 @@ from django.utils.safestring import SafeString
 from chatbot.charts import Marker, Series, line_chart_render
 from chatbot.models import Bot
 from knowledge import matching
+from knowledge.calibration import optimism_warning
 from knowledge.calibration_services import Thresholds, calibrated_read, thresholds_for
 from knowledge.models import Calibration, Entry
 from knowledge.services import bot_embedding_model
@@ -139,6 +140,8 @@ def calibration_warnings(row: Calibration | None, source: str) -> list[str]:
     if row.status == Calibration.Status.FAILED:
         return [f"The calibration failed: {row.message}"]
     warnings = [row.message] if row.message else []  # e.g. "the last re-run failed: ..."
+    if (optimistic := optimism_warning(row.counts)) is not None:
+        warnings.append(optimistic)
     if row.answer_threshold is None and source == "auto":
         warnings.append(NO_THRESHOLD)
     elif row.answer_threshold is None:

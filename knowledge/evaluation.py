@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from knowledge.answer_text import plain
-from knowledge.calibration import CalibrationImpossible, Reference, calibrate
+from knowledge.calibration import CalibrationImpossible, Reference, calibrate, optimism_warning
 from knowledge.confidence import Calibrator
 from knowledge.io import ImportFailed
 from knowledge.ranking import Mode, Ranker
@@ -232,7 +232,7 @@ def evaluate(
         shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
         raise ImportFailed([(None, f"expected_id not found among the knowledge base ids: {shown}")])
     ranker, external = ranker_from_rows(rows, encoder, mode=mode)
-    auto = None
+    auto, warning = None, None
     if calibrator is None and auto_calibrate:
         try:
             reference = Reference.encode(encoder.encode)
@@ -248,10 +248,11 @@ def evaluate(
                 progress(f"not calibrated ({err}): confidences are uncalibrated")
         else:
             calibrator, auto = fitted.calibrator, fitted.answer_threshold
+            warning = optimism_warning(fitted.counts)
     ranker.calibrator = calibrator
     if progress:
         progress(
             f"indexed {len(rows)} entries ({len(ranker.plain)} phrasings); ranking {len(queries)} queries"
         )
     outcomes, times = run_queries(ranker, external, queries, encoder, timing_sample=timing_sample)
-    return report(outcomes, times, threshold=threshold, target=target, auto=auto)
+    return {**report(outcomes, times, threshold=threshold, target=target, auto=auto), "auto_warning": warning}

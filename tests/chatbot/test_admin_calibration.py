@@ -116,6 +116,22 @@ def test_it_shows_the_thresholds_in_force_the_run_and_the_estimates(admin_client
     assert 'action="' + reverse("admin:chatbot_bot_recalibrate", args=[shop.pk]) + '"' in page
 
 
+def test_it_warns_that_the_estimate_is_optimistic_when_most_entries_have_one_phrasing(
+    admin_client: Client, shop: Bot
+) -> None:
+    row = store_calibration(shop)
+    assert "calibration-warning" not in change_page(admin_client, shop)  # no such counts: no warning
+    row.counts = {**row.counts, "entries": 4, "single_phrasing": 3}
+    row.save()
+    warnings = re.findall(r'<p class="calibration-warning">(.*?)</p>', change_page(admin_client, shop), re.S)
+    assert len(warnings) == 1
+    assert warnings[0].startswith("3 of 4 entries have a single phrasing")
+    assert "Add two or three alternative phrasings" in warnings[0]
+    row.counts = {**row.counts, "single_phrasing": 1}
+    row.save()
+    assert "calibration-warning" not in change_page(admin_client, shop)
+
+
 def test_it_draws_the_curve_as_a_table_and_a_chart(admin_client: Client, shop: Bot) -> None:
     store_calibration(shop)
     page = change_page(admin_client, shop)

@@ -114,7 +114,10 @@ def test_calibrate_gives_in_scope_questions_high_confidence_and_unrelated_ones_l
         "verbatim": 0,  # no encoder given: no near-copies
         "not_answered": 24,
         "elsewhere": 20,
+        "entries": 6,
+        "single_phrasing": 0,
     }
+    assert calibration.optimism_warning(result.counts) is None
 
 
 def test_too_few_phrasings_and_no_paraphrases_cannot_be_calibrated() -> None:
@@ -142,6 +145,17 @@ def test_single_phrasing_entries_are_calibrated_with_the_shipped_paraphrases() -
     result = calibrate(ranker, unknown=no_unknown, reference=reference)
     assert result.counts["in_scope"] == 0  # nothing to leave out
     assert result.counts["paraphrases"] == 12 and result.counts["paraphrases_right"] >= 10
+    assert (result.counts["entries"], result.counts["single_phrasing"]) == (3, 3)
+    warning = calibration.optimism_warning(result.counts)
+    assert warning is not None and warning.startswith("3 of 3 entries have a single phrasing")
+
+
+def test_the_estimate_is_flagged_once_half_the_entries_have_a_single_phrasing() -> None:
+    warn = calibration.optimism_warning
+    assert warn({"entries": 10, "single_phrasing": 5}) is not None
+    assert warn({"entries": 10, "single_phrasing": 4}) is None
+    assert warn({"entries": 0, "single_phrasing": 0}) is None
+    assert warn({"in_scope": 40}) is None  # a calibration stored before these counts existed
 
 
 def test_reference_texts_follow_the_knowledge_base_scripts() -> None:

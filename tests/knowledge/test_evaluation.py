@@ -157,6 +157,29 @@ def test_kb_evaluate_prints_json_figures_and_writes_nothing(files: tuple[Path, P
 
 
 @pytest.mark.django_db
+def test_kb_evaluate_says_when_the_automatic_estimate_is_optimistic(
+    files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    out = io.StringIO()
+    call_command("kb_evaluate", kb=str(files[0]), queries=str(files[1]), json=True, stdout=out)
+    assert json.loads(out.getvalue())["auto_warning"] is None  # three phrasings each
+    single = tmp_path / "single.csv"
+    single.write_text(
+        "id,question,answer,alternatives,tags\n"
+        "ship,How long does shipping take?,3-5 days,,\n"
+        "refund,How do I get a refund?,Returns page,,\n"
+        "pw,How do I reset my password?,Forgot password link,I forgot my password,\n"
+    )
+    out = io.StringIO()
+    call_command("kb_evaluate", kb=str(single), queries=str(files[1]), json=True, stdout=out)
+    warning = json.loads(out.getvalue())["auto_warning"]
+    assert warning.startswith("2 of 3 entries have a single phrasing") and "kb_calibrate" in warning
+    out = io.StringIO()
+    call_command("kb_evaluate", kb=str(single), queries=str(files[1]), stdout=out)
+    assert f"Note: {warning}" in out.getvalue()
+
+
+@pytest.mark.django_db
 def test_kb_evaluate_threshold_auto_reports_figures_at_the_threshold_chosen_without_the_queries(
     files: tuple[Path, Path],
 ) -> None:

@@ -52,6 +52,7 @@ def format_report(figures: dict[str, Any]) -> str:
             if figures.get("auto_threshold") is None
             else f"{figures['auto_threshold']:.2f}"
         ),
+        *([f"Note: {figures['auto_warning']}"] if figures.get("auto_warning") else []),
         "",
         "threshold  precision  coverage  false-answers  answered",
     ]
