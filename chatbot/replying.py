@@ -86,6 +86,9 @@ DEFAULT_FALLBACK_CJK = "抱歉，这个问题我暂时无法回答。需要为�
 # passage of the documents, is offered as it is, said to be a suggestion; the conversation
 # is flagged for a person to check.
 SUGGESTION_INTRO = {False: "This may help:", True: "以下内容可能对您有帮助："}
+# The other entries of the reference band, by their questions: what the visitor may have
+# meant instead when the first is not it.
+SUGGESTION_RELATED = {False: "Related questions:", True: "相关问题："}
 
 
 class Matcher(Protocol):
@@ -176,7 +179,7 @@ async def _answer(
             reply, best.answer, Message.Source.KNOWLEDGE, entry_id=best.entry_id, score=best.score
         )
     elif not is_configured(bot) and references:
-        events = _suggest(reply, question, references[0])
+        events = _suggest(reply, question, references)
     elif not is_configured(bot):
         # No LLM to read them: the most relevant passage of the documents is offered as it is.
         passages = await documents_search(bot, question, documents=documents)
@@ -323,8 +326,11 @@ def _partial(
     )
 
 
-def _suggest(reply: _Reply, question: str, best: Candidate) -> AsyncIterator[ReplyEvent]:
-    text = f"{SUGGESTION_INTRO[is_cjk(question)]}\n\n{best.question}\n{best.answer}"
+def _suggest(reply: _Reply, question: str, references: list[Candidate]) -> AsyncIterator[ReplyEvent]:
+    best, cjk = references[0], is_cjk(question)
+    text = f"{SUGGESTION_INTRO[cjk]}\n\n{best.question}\n{best.answer}"
+    if others := list(dict.fromkeys(c.question for c in references[1:] if c.question != best.question)):
+        text += f"\n\n{SUGGESTION_RELATED[cjk]}\n" + "\n".join(f"- {q}" for q in others)
     return _whole(
         reply,
         text,

@@ -169,6 +169,31 @@ async def test_without_an_llm_a_plausible_entry_is_suggested_and_the_conversatio
     assert fake.requests == []
 
 
+async def test_without_an_llm_the_other_plausible_entries_are_offered_as_related_questions(
+    kb: StandIn, llm: Callable[..., None], fake: FakeLLMServer
+) -> None:
+    llm(LLM_PROVIDER="")
+    bot = await db(make_bot, reference_threshold=0.3)
+    made = [
+        await db(Entry.objects.create, bot=bot, question=q, answer=a)
+        for q, a in (("Shipping?", "EU and UK."), ("Customs fees?", "Paid by you."), ("Returns?", "30 days."))
+    ]
+    scores = (0.6, 0.45, 0.2)  # the third is below the reference threshold: not offered
+    candidates = [Candidate(e.pk, e.question, e.answer, score) for e, score in zip(made, scores, strict=True)]
+    kb.result = MatchResult("reference", candidates)
+    async with connected(bot, matcher=kb) as comm:
+        await hello(comm)
+        await send(comm, type="message", text="Do you send parcels to Norway?", client_id="c1")
+        end = (await until(comm, "reply.end"))[-1]
+        kb.result = MatchResult("reference", candidates[:2])
+        await send(comm, type="message", text="运费谁出", client_id="c2")
+        chinese = (await until(comm, "reply.end"))[-1]
+    assert end["text"] == "This may help:\n\nShipping?\nEU and UK.\n\nRelated questions:\n- Customs fees?"
+    assert (end["entry_id"], end["score"]) == (made[0].pk, 0.6)
+    assert chinese["text"].endswith("\n\n相关问题：\n- Customs fees?")
+    assert fake.requests == []
+
+
 async def test_without_an_llm_the_fallback_is_sent_and_the_conversation_flagged(
     kb: StandIn, llm: Callable[..., None], fake: FakeLLMServer
 ) -> None:
