@@ -17,7 +17,7 @@ in bench_kb_quality.py. Signals: best phrasing cosine, margin to the second entr
 the entry's mean, how tight the entry is (mean cosine of its phrasings to each other), and
 the share of the five nearest phrasings that belong to the best entry.
 
-Run: .venv/bin/python bench/bench_kb_bound.py (under two minutes)
+Run: .venv/bin/python bench/bench_kb_bound.py (about two minutes here)
 """
 
 from __future__ import annotations
