@@ -194,8 +194,8 @@ def leave_out(
     ``rows`` (indices into the ranker's entry-sorted phrasings); confused entry pairs."""
     matrix = ranker.whitened.matrix
     starts = ranker.whitened.group_starts
-    entry_of_row = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(matrix))))
-    counts = np.bincount(entry_of_row, minlength=len(starts))
+    entry_of_row = np.repeat(np.arange(len(starts)), ranker.whitened.group_sizes)
+    counts = ranker.whitened.group_sizes
     sums = np.add.reduceat(matrix, starts, axis=0).astype(np.float64)
     norms = np.linalg.norm(sums, axis=1)
     centroids = (sums / np.maximum(norms, 1e-12)[:, None]).astype(np.float32)
@@ -374,7 +374,7 @@ def _in_scope_groups(
     the leave-the-entry-out group and the confused pairs."""
     in_scope, not_answered, confused = leave_out(ranker, unknowns, rows)
     loo = _Group.of(in_scope, in_scope=True)
-    counts = np.diff(np.append(ranker.whitened.group_starts, len(ranker.whitened)))
+    counts = ranker.whitened.group_sizes
     # The paraphrases stand in for single-phrasing entries, and fill in for a knowledge base
     # too small to learn much from its own phrasings.
     paraphrase_share = max(float((counts == 1).mean()), 1 - len(loo.features) / MIN_LEFT_OUT)
@@ -445,7 +445,6 @@ def calibrate(
     if ranker.entry_count < 2:
         raise CalibrationImpossible("at least two entries are needed")
     total = len(ranker.whitened)
-    starts = ranker.whitened.group_starts
     reference = reference.for_languages(ranker.sorted_texts)
     unknowns = np.array([unknown(t) for t in ranker.sorted_texts], dtype=np.float32)
     rows = np.arange(total)
@@ -497,7 +496,7 @@ def calibrate(
             "not_answered": len(leo.features),
             "elsewhere": len(elsewhere.features),
             "entries": ranker.entry_count,
-            "single_phrasing": int((np.diff(np.append(starts, total)) == 1).sum()),
+            "single_phrasing": int((ranker.whitened.group_sizes == 1).sum()),
         },
         seconds=time.perf_counter() - started,
         estimated=estimated(probability, right, is_in, weights, answer) if answer is not None else {},

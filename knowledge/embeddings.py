@@ -410,7 +410,11 @@ def encode_documents(texts: Sequence[str], name: str | None = None) -> np.ndarra
 def encode_passages(texts: Sequence[str], name: str | None = None) -> np.ndarray:
     """Encode documents' passages in bulk, to be searched with questions: with the model's
     document prefix where it has one (multilingual-e5's "passage: "), else as ``encode_documents``."""
-    encoder = get_encoder(name)
+    return passages_encoded_by(get_encoder(name), texts)
+
+
+def passages_encoded_by(encoder: Any, texts: Sequence[str]) -> np.ndarray:
+    """``encode_passages`` with an encoder object (any with ``encode``; a test's own too)."""
     own = getattr(encoder, "encode_passages", None)
     return own(texts) if own is not None else encoder.encode(texts)
 

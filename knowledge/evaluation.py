@@ -20,6 +20,7 @@ import numpy as np
 from knowledge.answer_text import plain
 from knowledge.calibration import CalibrationImpossible, Reference, calibrate, optimism_warning
 from knowledge.confidence import Calibrator
+from knowledge.embeddings import passages_encoded_by
 from knowledge.io import ImportFailed
 from knowledge.ranking import Mode, Ranker
 
@@ -107,8 +108,7 @@ def _answer_vectors(rows: Sequence[Any], encoder: EncoderLike) -> dict[int, np.n
     answers = {n: text for n, text in answers.items() if text}
     if not answers:
         return {}
-    encode = getattr(encoder, "encode_passages", None) or encoder.encode
-    return dict(zip(answers, encode(list(answers.values())), strict=True))
+    return dict(zip(answers, passages_encoded_by(encoder, list(answers.values())), strict=True))
 
 
 def run_queries(

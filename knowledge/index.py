@@ -43,6 +43,8 @@ class PhrasingMatrix:
         else:
             self.group_starts = np.zeros(0, dtype=np.int64)
         self.entries = self.entry_of_row[self.group_starts]
+        # Phrasings per entry.
+        self.group_sizes = np.diff(np.append(self.group_starts, len(self.entry_of_row)))
         self.dim = self.matrix.shape[1] if self.matrix.ndim == 2 else 0
 
     def __len__(self) -> int:

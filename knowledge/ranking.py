@@ -148,10 +148,8 @@ class Ranker:
         # question is matched against the entries in its own script: a bilingual shop's
         # twin entries ("Where is my order?" / "我的订单到哪了？") would otherwise compete.
         row_cjk = np.array([is_cjk(t) for t in self.sorted_texts], dtype=np.float32)
-        starts = self.plain.group_starts
         if len(row_cjk):
-            sizes = np.diff(np.append(starts, len(row_cjk)))
-            self.entry_cjk = np.add.reduceat(row_cjk, starts) * 2 > sizes
+            self.entry_cjk = np.add.reduceat(row_cjk, self.plain.group_starts) * 2 > self.plain.group_sizes
         else:
             self.entry_cjk = np.zeros(0, dtype=bool)
         self.bilingual = bool(self.entry_cjk.any() and not self.entry_cjk.all())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.db.models import F, QuerySet
@@ -10,6 +11,9 @@ from django.db.models import F, QuerySet
 from chatbot.models import Bot
 from knowledge.answer_text import plain
 from knowledge.models import Alternative, AnswerEmbedding, Embedding, Entry, Tag
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _clean_unique(texts: Iterable[str]) -> list[str]:
@@ -118,29 +122,18 @@ def entries_embed(
                 have.add(row.text_hash)
         todo.extend((entry, text) for digest, text in wanted.items() if digest not in have)
     Embedding.objects.filter(pk__in=stale).delete()
-    done = 0
-    for name in set(models.values()):
-        work = [item for item in todo if models[item[0].bot_id] == name]
-        for start in range(0, len(work), batch_size):
-            chunk = work[start : start + batch_size]
-            vectors = embeddings.encode_documents([text for _, text in chunk], name)
-            Embedding.objects.bulk_create(
-                [
-                    Embedding(
-                        entry=entry,
-                        text=text,
-                        text_hash=Embedding.hash_text(text),
-                        model_name=name,
-                        dim=len(vector),
-                        vector=vector.astype("<f4").tobytes(),
-                    )
-                    for (entry, text), vector in zip(chunk, vectors, strict=True)
-                ],
-                ignore_conflicts=True,
-            )
-            done += len(chunk)
-            if progress:
-                progress(done, len(todo))
+
+    def phrasing_row(entry: Entry, text: str, name: str, vector: np.ndarray) -> Embedding:
+        return Embedding(
+            entry=entry,
+            text=text,
+            text_hash=Embedding.hash_text(text),
+            model_name=name,
+            dim=len(vector),
+            vector=vector.astype("<f4").tobytes(),
+        )
+
+    _vectors_store(todo, models, embeddings.encode_documents, phrasing_row, batch_size, progress)
     _answers_embed(entries, models, force=force, batch_size=batch_size)
     return len(todo)
 
@@ -166,22 +159,40 @@ def _answers_embed(entries: list[Entry], models: dict[int, str], *, force: bool,
         if text and not current:
             todo.append((entry, text))
     AnswerEmbedding.objects.filter(pk__in=stale).delete()
+
+    def answer_row(entry: Entry, text: str, name: str, vector: np.ndarray) -> AnswerEmbedding:
+        return AnswerEmbedding(
+            entry=entry,
+            model_name=name,
+            text_hash=Embedding.hash_text(text),
+            dim=len(vector),
+            vector=vector.astype("<f4").tobytes(),
+        )
+
+    _vectors_store(todo, models, embeddings.encode_passages, answer_row, batch_size)
+    return len(todo)
+
+
+def _vectors_store(
+    todo: list[tuple[Entry, str]],
+    models: dict[int, str],
+    encode: Callable[[list[str], str], np.ndarray],
+    row: Callable[[Entry, str, str, np.ndarray], Embedding | AnswerEmbedding],
+    batch_size: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
+    """Encode the (entry, text) pairs with their bot's model (``models``), ``batch_size`` at a
+    time, and store the rows ``row`` makes of each; a row another process made meanwhile wins."""
+    done = 0
     for name in set(models.values()):
         work = [item for item in todo if models[item[0].bot_id] == name]
         for start in range(0, len(work), batch_size):
             chunk = work[start : start + batch_size]
-            vectors = embeddings.encode_passages([text for _, text in chunk], name)
-            AnswerEmbedding.objects.bulk_create(
-                [
-                    AnswerEmbedding(
-                        entry=entry,
-                        model_name=name,
-                        text_hash=Embedding.hash_text(text),
-                        dim=len(vector),
-                        vector=vector.astype("<f4").tobytes(),
-                    )
-                    for (entry, text), vector in zip(chunk, vectors, strict=True)
-                ],
-                ignore_conflicts=True,  # another process made it meanwhile
-            )
-    return len(todo)
+            vectors = encode([text for _, text in chunk], name)
+            made = [
+                row(entry, text, name, vector) for (entry, text), vector in zip(chunk, vectors, strict=True)
+            ]
+            type(made[0]).objects.bulk_create(made, ignore_conflicts=True)
+            done += len(chunk)
+            if progress:
+                progress(done, len(todo))
