@@ -36,9 +36,9 @@ from knowledge.docs.retrieval_index import (
     top_rows,
     uncalibrated,
 )
+from knowledge.docs.services_index import documents_model
 from knowledge.document_models import Passage, PassageEmbedding
 from knowledge.query_batcher import QueryVector
-from knowledge.services import bot_embedding_model
 
 log = logging.getLogger(__name__)
 
@@ -207,10 +207,10 @@ def _build(bot_id: int, revision: Revision) -> Searchable:
 
 
 def _model(bot_id: int) -> str:
-    """The model the passages were embedded with: the bot's (``bot_embedding_model``, as
-    for its entries, so a question is encoded once for both) if they have its vectors,
-    else the one most of them have (until they are embedded again)."""
-    preferred = bot_embedding_model(bot_id)
+    """The model the passages were embedded with: the bot's passage model
+    (``documents_model``) if they have its vectors, else the one most of them have (until
+    they are embedded again)."""
+    preferred = documents_model(bot_id)
     stored = (
         PassageEmbedding.objects.filter(passage__bot_id=bot_id)
         .values("model_name")

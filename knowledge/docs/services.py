@@ -170,6 +170,9 @@ def source_process(source_id: int, *, progress: Progress | None = None) -> Sourc
     else:
         if progress and source.kind in (Source.Kind.URL, Source.Kind.PAGE):
             progress(1, 1)
+        # A document that changed the bot's passage model (``documents_model``): the other
+        # passages get vectors of the new one (they are found by their words meanwhile).
+        passages_embed(bot=source.bot)
     source.refresh_from_db()
     return source
 

@@ -4,11 +4,12 @@ embedding succeeded, skipped when the text and the vectors are those stored alre
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from django.db import transaction
 from django.db.models import F
+from django.db.models.functions import Substr
 
 from chatbot.models import Bot
 from knowledge import embeddings
@@ -16,11 +17,13 @@ from knowledge.docs.errors import DocumentError, ExtractError
 from knowledge.docs.extract import Document, text_hash
 from knowledge.docs.split import Chunk, split
 from knowledge.models import Passage, PassageEmbedding, Source
-from knowledge.services import bot_embedding_model
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 EMBED_BATCH = 32
+# A passage's script is told from its first characters, and a bot's from this many passages.
+SCRIPT_HEAD = 200
+SCRIPT_SAMPLE = 5000
 
 
 def documents_touch(bot_id: int) -> None:
@@ -33,16 +36,34 @@ class Interrupted(Exception):
     queue (``queued``) with its passages untouched, for the next process to index."""
 
 
+def documents_model(bot_id: int, texts: Sequence[str] = (), *, without: Source | None = None) -> str:
+    """The model a bot's passages are embedded with: the bot's own setting (or the
+    provider's), else chosen by the language of the passages themselves
+    (``embeddings.model_for``), as the entries' model is by their questions. Chinese
+    documents are read by a model that reads Chinese whatever language the entries are in,
+    and a bot with documents only gets the model its documents need. A question is then
+    encoded once for each model its bot uses. ``texts``: passages about to be stored, counted
+    with the stored ones (less those of ``without``, which they replace)."""
+    configured = Bot.objects.filter(pk=bot_id).values_list("embedding_model", flat=True).first() or ""
+    stored = Passage.objects.filter(bot_id=bot_id)
+    if without is not None:
+        stored = stored.exclude(source=without)
+    heads = stored.order_by("id").annotate(head=Substr("text", 1, SCRIPT_HEAD)).values_list("head", flat=True)
+    return embeddings.model_for(configured, [*heads[:SCRIPT_SAMPLE], *texts])
+
+
 def document_index(source: Source, document: Document, *, progress: Progress | None = None) -> bool:
     """Store the document as the source's passages, unless its text and vectors are those
-    stored already. True if the passages were replaced."""
+    stored already. True if the passages were replaced. If they change the bot's passage
+    model, the other passages keep their vectors until ``passages_embed`` runs (the end
+    of every indexing job)."""
     digest = text_hash(document)
-    model = bot_embedding_model(source.bot_id)
-    if digest == source.content_hash and is_embedded(source, model):
+    if digest == source.content_hash and is_embedded(source, documents_model(source.bot_id)):
         return False
     chunks = split(document)
     if not chunks:
         raise ExtractError("No text was found in it.")
+    model = documents_model(source.bot_id, [chunk.text for chunk in chunks], without=source)
     title = (document.title or source.label)[:500]
     vectors = passage_vectors([embedding_text(title, chunk) for chunk in chunks], model, progress)
     with transaction.atomic():
@@ -108,7 +129,7 @@ def passages_embed(
     """Give every passage of the bot a vector of its current model (after the model
     changed; with ``force`` all again); vectors of other models are removed. Returns how
     many passages were encoded."""
-    model = model or bot_embedding_model(bot.pk)
+    model = model or documents_model(bot.pk)
     stale = PassageEmbedding.objects.filter(passage__bot=bot)
     if (stale if force else stale.exclude(model_name=model)).delete()[0]:
         documents_touch(bot.pk)

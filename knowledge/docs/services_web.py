@@ -25,13 +25,13 @@ from knowledge.docs.services_index import (
     Interrupted,
     Progress,
     document_index,
+    documents_model,
     documents_touch,
     failed_set,
     failure_reason,
     is_embedded,
 )
 from knowledge.models import Source
-from knowledge.services import bot_embedding_model
 
 T = TypeVar("T")
 GONE_STATUSES = (404, 410)
@@ -70,7 +70,7 @@ def page_refresh(source: Source, loop: Loop, fetched: web.Fetched | None = None)
     """Fetch the page (unless the crawl did), and re-index it if its text changed. Raises
     DocumentError for a failure other than a page that is gone."""
     if fetched is None:
-        conditional = is_embedded(source, bot_embedding_model(source.bot_id))
+        conditional = is_embedded(source, documents_model(source.bot_id))
         try:
             fetched = loop.run(
                 web.fetch(

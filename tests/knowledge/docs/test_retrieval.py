@@ -9,13 +9,14 @@ from django.test import override_settings
 
 from chatbot.models import Bot
 from chatbot.runtime import runtime
-from knowledge import embeddings
+from knowledge import embeddings, multilingual_models
 from knowledge.docs import retrieval
 from knowledge.docs.retrieval import PassageHit, passages_for_prompt
 from knowledge.docs.retrieval_store import PassageFits, PassageIndexes, searchable_for
-from knowledge.docs.services_index import documents_touch
+from knowledge.docs.services import source_add_file, source_process
+from knowledge.docs.services_index import documents_model, documents_touch
 from knowledge.document_models import Passage, PassageEmbedding, Source
-from knowledge.services import bot_embedding_model
+from knowledge.services import bot_embedding_model, entry_upsert
 from tests.factories import make_bot
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -110,9 +111,10 @@ def add_page(
     bot: Bot, url: str, title: str, sections: list[tuple[str, str]], *, status: str = "ready"
 ) -> Source:
     source = Source.objects.create(bot=bot, kind=Source.Kind.URL, url=url, title=title, status=status)
-    model = bot_embedding_model(bot.pk)
-    # Embedded under their heading path, as ingestion does (knowledge.docs.services_index).
+    # Embedded under their heading path with the model their language brings, as ingestion
+    # does (knowledge.docs.services_index).
     texts = [f"{title} › {heading}\n{text}" for heading, text in sections]
+    model = documents_model(bot.pk, [text for _, text in sections])
     vectors = embeddings.encode_passages(texts, model)
     for position, ((heading, text), vector) in enumerate(zip(sections, vectors, strict=True)):
         passage = Passage.objects.create(
@@ -299,6 +301,21 @@ def test_a_bot_with_too_few_passages_to_fit_on_still_finds_them() -> None:
     assert searchable_for(bot.pk).fitted.by_script == {}
     assert search(bot, "Can I return an item?")[0].url == "https://shop.example.com/returns"
     assert search(bot, "How do I bake a chocolate cake?") == []
+
+
+def test_chinese_pages_of_a_bot_with_english_entries_are_searched_with_a_model_that_reads_them() -> None:
+    bot = make_bot()
+    for question in ("Where is my order?", "How do I get a refund?", "Do you ship abroad?"):
+        entry_upsert(bot=bot, question=question, answer="See our help pages.")
+    for name in ("returns", "shipping"):  # through ingestion, which chooses their model
+        title, sections = HELP_CENTER[f"https://help.example.com/zh/{name}"]
+        markdown = "\n\n".join([f"# {title}", *(f"## {heading}\n\n{text}" for heading, text in sections)])
+        source_process(source_add_file(bot=bot, filename=f"{name}.md", data=markdown.encode()).pk)
+
+    assert bot_embedding_model(bot.pk) == embeddings.DEFAULT_MODEL  # the entries' model
+    assert searchable_for(bot.pk).model == multilingual_models.E5  # the pages'
+    assert search(bot, "我想退货，怎么办？")[0].title == "退货与退款"
+    assert search(bot, "明天北京会下雨吗") == []
 
 
 def hit(n: int, words: int) -> PassageHit:

@@ -7,6 +7,7 @@ import pytest
 from django.test import override_settings
 
 from chatbot.models import Bot
+from knowledge import embeddings, multilingual_models
 from knowledge.docs.errors import BlockedAddress, DocumentError, TooLarge
 from knowledge.docs.services import (
     documents_revision,
@@ -17,8 +18,9 @@ from knowledge.docs.services import (
     source_remove,
     source_sync,
 )
+from knowledge.docs.services_index import documents_model
 from knowledge.models import Passage, PassageEmbedding, Source
-from knowledge.services import bot_embedding_model
+from knowledge.services import bot_embedding_model, entry_upsert
 from tests.factories import make_bot
 from tests.knowledge.docs.site_server import SiteServer, page, text
 
@@ -48,6 +50,20 @@ free of charge within two weeks of receiving the bag.</p>
 </article></main>
 <footer>Copyright 2026 Example Leather Ltd. All rights reserved.</footer>
 </body></html>"""
+
+
+CARE_ZH_MD = """# 保养指南
+
+好好保养，我们的皮包可以用几十年。
+
+## 清洁
+
+用湿布擦拭皮面。千万不要把包放进洗衣机。
+
+## 存放
+
+包里塞满纸，放进防尘袋，远离阳光和暖气片。
+""".encode()
 
 
 def help_page(title: str, body: str) -> str:
@@ -87,9 +103,8 @@ def test_it_indexes_a_markdown_file_into_passages_with_headings_and_vectors(bot:
     assert [p.headings for p in passages] == [[], ["Cleaning"], ["Storing"]]
     assert "damp cloth" in passages[1].text and all(p.title == "Care guide" for p in passages)
     assert all(p.bot_id == bot.pk and p.tokens > 0 for p in passages)
-    model = bot_embedding_model(bot.pk)
     rows = PassageEmbedding.objects.filter(passage__source=source)
-    assert rows.count() == 3 and {row.model_name for row in rows} == {model}
+    assert rows.count() == 3 and {row.model_name for row in rows} == {embeddings.DEFAULT_MODEL}
     for row in rows:
         vector = np.frombuffer(row.vector, dtype="<f4")
         assert vector.shape == (row.dim,) and abs(float(np.linalg.norm(vector)) - 1) < 1e-3
@@ -341,3 +356,57 @@ def test_removing_a_source_removes_its_pages_and_passages(bot: Bot, site: SiteSe
     assert not Source.objects.exists() and not Passage.objects.exists()
     with pytest.raises(DocumentError, match=f"no source #{source.pk}"):
         source_remove(source.pk)
+
+
+def passage_models(bot: Bot) -> dict[str, set[str]]:
+    """Each source's file name -> the models its passages have vectors of."""
+    models: dict[str, set[str]] = {}
+    for name, model in PassageEmbedding.objects.filter(passage__bot=bot).values_list(
+        "passage__source__filename", "model_name"
+    ):
+        models.setdefault(name, set()).add(model)
+    return models
+
+
+def test_chinese_documents_get_a_model_that_reads_chinese_whatever_the_entries_are_written_in(
+    bot: Bot,
+) -> None:
+    for question in ("Where is my order?", "How do I get a refund?", "Do you ship abroad?"):
+        entry_upsert(bot=bot, question=question, answer="See our help pages.")
+
+    source_process(source_add_file(bot=bot, filename="care-zh.md", data=CARE_ZH_MD).pk)
+
+    # The entries keep the English model; the Chinese passages are read by one that reads them.
+    assert bot_embedding_model(bot.pk) == embeddings.DEFAULT_MODEL
+    assert passage_models(bot) == {"care-zh.md": {multilingual_models.E5}}
+    assert documents_model(bot.pk) == multilingual_models.E5
+
+
+def test_a_bot_with_documents_only_gets_the_model_its_documents_need(bot: Bot) -> None:
+    assert documents_model(bot.pk) == embeddings.DEFAULT_MODEL  # nothing yet: the default
+
+    source_process(source_add_file(bot=bot, filename="care.md", data=CARE_MD).pk)
+    assert passage_models(bot) == {"care.md": {embeddings.DEFAULT_MODEL}}
+
+    other = make_bot()
+    source_process(source_add_file(bot=other, filename="care-zh.md", data=CARE_ZH_MD).pk)
+    assert passage_models(other) == {"care-zh.md": {multilingual_models.E5}}
+
+
+def test_a_document_that_changes_the_passage_model_brings_the_other_passages_along(bot: Bot) -> None:
+    source_process(source_add_file(bot=bot, filename="care.md", data=CARE_MD).pk)
+    assert passage_models(bot) == {"care.md": {embeddings.DEFAULT_MODEL}}
+
+    source_process(source_add_file(bot=bot, filename="care-zh.md", data=CARE_ZH_MD).pk)
+
+    # 3 of 6 passages are Chinese: every passage now has a vector of the multilingual model only.
+    e5 = {multilingual_models.E5}
+    assert passage_models(bot) == {"care.md": e5, "care-zh.md": e5}
+    vectors = PassageEmbedding.objects.filter(passage__bot=bot)
+    assert vectors.count() == Passage.objects.filter(bot=bot).count() == 6
+
+
+def test_a_bots_own_model_setting_wins_for_its_documents_too() -> None:
+    bot = make_bot(embedding_model=multilingual_models.USE)
+    source_process(source_add_file(bot=bot, filename="care.md", data=CARE_MD).pk)
+    assert passage_models(bot) == {"care.md": {multilingual_models.USE}}
