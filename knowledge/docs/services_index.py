@@ -16,7 +16,7 @@ from knowledge import embeddings
 from knowledge.docs.errors import DocumentError, ExtractError
 from knowledge.docs.extract import Document, text_hash
 from knowledge.docs.split import Chunk, split
-from knowledge.models import Passage, PassageEmbedding, Source
+from knowledge.models import Entry, Passage, PassageEmbedding, Source
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
@@ -38,18 +38,20 @@ class Interrupted(Exception):
 
 def documents_model(bot_id: int, texts: Sequence[str] = (), *, without: Source | None = None) -> str:
     """The model a bot's passages are embedded with: the bot's own setting (or the
-    provider's), else chosen by the language of the passages themselves
-    (``embeddings.model_for``), as the entries' model is by their questions. Chinese
-    documents are read by a model that reads Chinese whatever language the entries are in,
-    and a bot with documents only gets the model its documents need. A question is then
-    encoded once for each model its bot uses. ``texts``: passages about to be stored, counted
-    with the stored ones (less those of ``without``, which they replace)."""
+    provider's), else chosen by ``embeddings.model_for`` from the language of its entries'
+    questions *and* its passages, so Chinese documents of an English FAQ, or of a bot with
+    no entries, are read by a model that reads them, and a Chinese FAQ's English documents
+    by one that matches Chinese questions to them. The entries keep their own choice
+    (``bot_embedding_model``); when the two differ a question is encoded once for each.
+    ``texts``: passages about to be stored, counted with the stored ones (less those of
+    ``without``, which they replace)."""
     configured = Bot.objects.filter(pk=bot_id).values_list("embedding_model", flat=True).first() or ""
+    questions = Entry.objects.filter(bot_id=bot_id, is_active=True).values_list("question", flat=True)
     stored = Passage.objects.filter(bot_id=bot_id)
     if without is not None:
         stored = stored.exclude(source=without)
     heads = stored.order_by("id").annotate(head=Substr("text", 1, SCRIPT_HEAD)).values_list("head", flat=True)
-    return embeddings.model_for(configured, [*heads[:SCRIPT_SAMPLE], *texts])
+    return embeddings.model_for(configured, [*questions, *heads[:SCRIPT_SAMPLE], *texts])
 
 
 def document_index(source: Source, document: Document, *, progress: Progress | None = None) -> bool:

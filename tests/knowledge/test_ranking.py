@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from knowledge.confidence import Calibrator
 from knowledge.embeddings import get_encoder
 from knowledge.ranking import NULL_SCORE, PHRASING_WEIGHT, Ranker, whitening
 
@@ -88,6 +89,22 @@ def test_an_entry_whose_phrasings_agree_beats_one_stray_closer_phrasing() -> Non
     assert PHRASING_WEIGHT < 1
     assert (first.entry_id, second.entry_id) == (1, 2)
     assert second.similarity > first.similarity  # the best single phrasing was entry 2's
+
+
+def test_once_calibrated_the_entry_likeliest_to_be_right_comes_first() -> None:
+    # Entry 1's phrasing is closer to the query; entry 2's answer fits it far better.
+    vectors = np.stack([unit((0, 0.9), (1, 0.436)), unit((0, 0.8), (2, 0.6))])
+    answers = {1: unit((3, 1.0)), 2: unit((0, 0.95), (4, 0.312))}
+    ranker = Ranker(np.array([1, 2]), ["x", "y"], vectors, mode="vector", whiten=False, answers=answers)
+    query = unit((0, 1.0))
+    assert [r.entry_id for r in ranker.rank(query, "q", 2)] == [1, 2]  # by score, uncalibrated
+
+    # A fit that trusts the answer signal alone (ENTRY_FEATURES: best, whole, margin,
+    # lexical, unknown, answer, answer_margin).
+    ranker.calibrator = Calibrator((0, 0, 0, 0, 0, 8.0, 0), -4.0, (0.0,) * 7, (1.0,) * 7)
+    first, second = ranker.rank(query, "q", 2)
+    assert (first.entry_id, second.entry_id) == (2, 1)
+    assert first.confidence > second.confidence and first.score < second.score
 
 
 def test_with_one_phrasing_per_entry_the_score_is_that_phrasings_cosine() -> None:

@@ -406,6 +406,17 @@ def test_a_document_that_changes_the_passage_model_brings_the_other_passages_alo
     assert vectors.count() == Passage.objects.filter(bot=bot).count() == 6
 
 
+def test_english_documents_of_a_chinese_faq_get_a_model_that_matches_chinese_questions_to_them(
+    bot: Bot,
+) -> None:
+    for question in ("我的订单到哪了？", "怎么申请退货？", "运费怎么算？"):
+        entry_upsert(bot=bot, question=question, answer="请看帮助中心。")
+
+    source_process(source_add_file(bot=bot, filename="care.md", data=CARE_MD).pk)
+
+    assert passage_models(bot) == {"care.md": {multilingual_models.E5}}
+
+
 def test_a_bots_own_model_setting_wins_for_its_documents_too() -> None:
     bot = make_bot(embedding_model=multilingual_models.USE)
     source_process(source_add_file(bot=bot, filename="care.md", data=CARE_MD).pk)
