@@ -263,15 +263,15 @@ class Ranker:
         ends = np.append(starts[1:], len(phrasing))
         return [
             Ranked(
-                entry_id=int(self.whitened.entries[top[n]]),
-                score=float(entry_scores[top[n]]),
+                entry_id=int(self.whitened.entries[g]),
+                score=float(entry_scores[g]),
                 # Plain cosine, for people reading scores: only for the few entries returned.
-                similarity=float((self.plain.matrix[starts[top[n]] : ends[top[n]]] @ query).max()),
-                lexical=float(lexical_best[top[n]]),
+                similarity=float((self.plain.matrix[starts[g] : ends[g]] @ query).max()),
+                lexical=float(lexical_best[g]),
                 confidence=float(confidence[n]),
                 features=tuple(round(float(v), 4) for v in features[n]),
             )
-            for n in order
+            for n, g in zip(order, top[order], strict=True)
         ]
 
     def other_script(self, text: str) -> np.ndarray | None:

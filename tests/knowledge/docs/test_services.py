@@ -368,18 +368,27 @@ def passage_models(bot: Bot) -> dict[str, set[str]]:
     return models
 
 
-def test_chinese_documents_get_a_model_that_reads_chinese_whatever_the_entries_are_written_in(
-    bot: Bot,
+@pytest.mark.parametrize(
+    ("questions", "filename", "data"),
+    [
+        # An English FAQ's Chinese documents are read by a model that reads them ...
+        (["Where is my order?", "How do I get a refund?", "Do you ship abroad?"], "care-zh.md", CARE_ZH_MD),
+        # ... and a Chinese FAQ's English ones by one that matches Chinese questions to them.
+        (["我的订单到哪了？", "怎么申请退货？", "运费怎么算？"], "care.md", CARE_MD),
+    ],
+)
+def test_documents_in_another_language_than_the_faq_get_the_multilingual_model(
+    bot: Bot, questions: list[str], filename: str, data: bytes
 ) -> None:
-    for question in ("Where is my order?", "How do I get a refund?", "Do you ship abroad?"):
+    for question in questions:
         entry_upsert(bot=bot, question=question, answer="See our help pages.")
+    entries_model = bot_embedding_model(bot.pk)
 
-    source_process(source_add_file(bot=bot, filename="care-zh.md", data=CARE_ZH_MD).pk)
+    source_process(source_add_file(bot=bot, filename=filename, data=data).pk)
 
-    # The entries keep the English model; the Chinese passages are read by one that reads them.
-    assert bot_embedding_model(bot.pk) == embeddings.DEFAULT_MODEL
-    assert passage_models(bot) == {"care-zh.md": {multilingual_models.E5}}
+    assert passage_models(bot) == {filename: {multilingual_models.E5}}
     assert documents_model(bot.pk) == multilingual_models.E5
+    assert bot_embedding_model(bot.pk) == entries_model  # the entries keep their own choice
 
 
 def test_a_bot_with_documents_only_gets_the_model_its_documents_need(bot: Bot) -> None:
@@ -404,17 +413,6 @@ def test_a_document_that_changes_the_passage_model_brings_the_other_passages_alo
     assert passage_models(bot) == {"care.md": e5, "care-zh.md": e5}
     vectors = PassageEmbedding.objects.filter(passage__bot=bot)
     assert vectors.count() == Passage.objects.filter(bot=bot).count() == 6
-
-
-def test_english_documents_of_a_chinese_faq_get_a_model_that_matches_chinese_questions_to_them(
-    bot: Bot,
-) -> None:
-    for question in ("我的订单到哪了？", "怎么申请退货？", "运费怎么算？"):
-        entry_upsert(bot=bot, question=question, answer="请看帮助中心。")
-
-    source_process(source_add_file(bot=bot, filename="care.md", data=CARE_MD).pk)
-
-    assert passage_models(bot) == {"care.md": {multilingual_models.E5}}
 
 
 def test_a_bots_own_model_setting_wins_for_its_documents_too() -> None:
