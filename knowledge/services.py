@@ -72,14 +72,15 @@ def entries_set_active(*, entries: QuerySet[Entry], active: bool) -> int:
     return count
 
 
-def bot_embedding_model(bot_id: int) -> str:
+def bot_embedding_model(bot_id: int, also: Iterable[str] = ()) -> str:
     """The model a bot's phrasings are embedded with: its own setting, else chosen by the
-    language of its entries' questions (``embeddings.model_for``)."""
+    language of its entries' questions (``embeddings.model_for``). ``also``: more texts
+    whose language counts with them (its passages, for ``knowledge.docs.documents_model``)."""
     from knowledge import embeddings
 
     configured = Bot.objects.filter(pk=bot_id).values_list("embedding_model", flat=True).first() or ""
     questions = Entry.objects.filter(bot_id=bot_id, is_active=True).values_list("question", flat=True)
-    return embeddings.model_for(configured, list(questions))
+    return embeddings.model_for(configured, [*questions, *also])
 
 
 def entries_embed(

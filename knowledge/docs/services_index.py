@@ -16,7 +16,8 @@ from knowledge import embeddings
 from knowledge.docs.errors import DocumentError, ExtractError
 from knowledge.docs.extract import Document, text_hash
 from knowledge.docs.split import Chunk, split
-from knowledge.models import Entry, Passage, PassageEmbedding, Source
+from knowledge.models import Passage, PassageEmbedding, Source
+from knowledge.services import bot_embedding_model
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
@@ -45,13 +46,11 @@ def documents_model(bot_id: int, texts: Sequence[str] = (), *, without: Source |
     (``bot_embedding_model``); when the two differ a question is encoded once for each.
     ``texts``: passages about to be stored, counted with the stored ones (less those of
     ``without``, which they replace)."""
-    configured = Bot.objects.filter(pk=bot_id).values_list("embedding_model", flat=True).first() or ""
-    questions = Entry.objects.filter(bot_id=bot_id, is_active=True).values_list("question", flat=True)
     stored = Passage.objects.filter(bot_id=bot_id)
     if without is not None:
         stored = stored.exclude(source=without)
     heads = stored.order_by("id").annotate(head=Substr("text", 1, SCRIPT_HEAD)).values_list("head", flat=True)
-    return embeddings.model_for(configured, [*questions, *heads[:SCRIPT_SAMPLE], *texts])
+    return bot_embedding_model(bot_id, [*heads[:SCRIPT_SAMPLE], *texts])
 
 
 def document_index(source: Source, document: Document, *, progress: Progress | None = None) -> bool:
