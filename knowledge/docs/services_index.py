@@ -84,9 +84,7 @@ def document_index(source: Source, document: Document, *, progress: Progress | N
         )
         ids = list(source.passages.order_by("position").values_list("id", flat=True))
         PassageEmbedding.objects.bulk_create(
-            PassageEmbedding(
-                passage_id=pk, model_name=model, dim=len(row), vector=row.astype("<f4").tobytes()
-            )
+            PassageEmbedding(passage_id=pk, model_name=model, dim=len(row), vector=vector_blob(row))
             for pk, row in zip(ids, vectors, strict=True)
         )
         source.content_hash = digest
