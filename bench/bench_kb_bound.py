@@ -21,7 +21,7 @@ together), and, for all-MiniLM-L6-v2 alone, token alignment: BERTScore-style F1 
 query's and the best entry's phrasings' token vectors (each token matched to its most
 similar token on the other side), at its best phrasing.
 
-Run: .venv/bin/python bench/bench_kb_bound.py (about two minutes here)
+Run: .venv/bin/python bench/bench_kb_bound.py (about three minutes here)
 """
 
 from __future__ import annotations
